@@ -1,0 +1,34 @@
+output "service_url" {
+  description = "URL of the promoter service."
+  value       = module.promoter.service_url
+}
+
+output "service_account_email" {
+  description = "Identity of the service."
+  value       = module.promoter.service_account_email
+}
+
+output "push_service_account_email" {
+  description = "Identity of the Pub/Sub push (sole run.invoker)."
+  value       = module.promoter.push_service_account_email
+}
+
+output "events_topic" {
+  description = "Publish inbound events here."
+  value       = module.promoter.events_topic
+}
+
+output "promotions_topic" {
+  description = "Outcome events (promoted, promotion-rejected)."
+  value       = module.promoter.promotions_topic
+}
+
+output "dead_letter_subscription" {
+  description = "Inspect undeliverable events here."
+  value       = module.promoter.dead_letter_subscription
+}
+
+output "notification_channel" {
+  description = "Attach to alert policies for alert-based promotion."
+  value       = module.promoter.notification_channel
+}

@@ -1,0 +1,37 @@
+variable "project_id" {
+  description = "Project of the promoter service and its topics."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the Cloud Run service."
+  type        = string
+  default     = "europe-west2"
+}
+
+variable "registry" {
+  description = "Registry of the fast-feedback and extended-test stages, e.g. europe-west2-docker.pkg.dev/dev-proj/tenant/acme."
+  type        = string
+}
+
+variable "prod_registry" {
+  description = "Registry of the prod stage, e.g. europe-west2-docker.pkg.dev/prod-proj/tenant/acme (null: same as registry)."
+  type        = string
+  default     = null
+}
+
+variable "stage_paths" {
+  description = "Stage paths under the registries."
+  type = object({
+    fast_feedback = optional(string, "fast-feedback")
+    extended_test = optional(string, "extended-test")
+    prod          = optional(string, "prod")
+  })
+  default = {}
+}
+
+variable "subscribe_cloud_builds" {
+  description = "Push Cloud Build notifications (topic cloud-builds) to the service as test-passed signals."
+  type        = bool
+  default     = false
+}

@@ -1,0 +1,432 @@
+# promoter on Cloud Run, driven by CloudEvents over Pub/Sub push.
+#
+# Identities (see the README, "IAM"):
+#   google_service_account.promoter  runs the service; reads source-stage repositories, writes
+#                                    destination-stage repositories (repository-level bindings
+#                                    only), publishes to p2p-promotions (topic-level binding).
+#   google_service_account.push      signs the OIDC token of every push; the ONLY member of
+#                                    roles/run.invoker on the service (authoritative binding).
+#   Pub/Sub service agent            publishes dead letters, acknowledges forwarded messages,
+#                                    mints the push identity's tokens.
+#   Monitoring notification agent    publishes alert incidents to p2p-events.
+# No project-, folder- or organisation-level role is granted by this module.
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  ar_pattern = "^([a-z0-9-]+)-docker\\.pkg\\.dev/([^/]+)/([^/]+)"
+
+  prod_registry = coalesce(var.prod_registry, var.registry)
+
+  # The embedded default pipeline of DESIGN.md section 5:
+  #   fast-feedback -> extended-test -> prod
+  stages = {
+    "fast-feedback" = { registry = var.registry, path = var.stage_paths.fast_feedback, source = true, destination = false }
+    "extended-test" = { registry = var.registry, path = var.stage_paths.extended_test, source = true, destination = true }
+    "prod"          = { registry = local.prod_registry, path = var.stage_paths.prod, source = false, destination = true }
+  }
+
+  # Artifact Registry repository of each stage: {location, project, repository}.
+  stage_repositories = {
+    for name, s in local.stages : name => {
+      location   = regex(local.ar_pattern, s.registry)[0]
+      project    = regex(local.ar_pattern, s.registry)[1]
+      repository = regex(local.ar_pattern, s.registry)[2]
+      source     = s.source
+      dest       = s.destination
+    }
+  }
+
+  # roles/artifactregistry.writer includes every read permission, so a repository that holds a
+  # destination stage gets writer only; a repository that holds only source stages gets reader.
+  writer_repositories = {
+    for r in distinct([for s in values(local.stage_repositories) : { location = s.location, project = s.project, repository = s.repository } if s.dest]) :
+    "${r.project}/${r.location}/${r.repository}" => r
+  }
+  reader_repositories = {
+    for r in distinct([for s in values(local.stage_repositories) : { location = s.location, project = s.project, repository = s.repository } if s.source]) :
+    "${r.project}/${r.location}/${r.repository}" => r
+    if !contains(keys(local.writer_repositories), "${r.project}/${r.location}/${r.repository}")
+  }
+
+  push_audience = coalesce(var.push_audience, "promoter-push/projects/${var.project_id}/locations/${var.region}/services/${var.service_name}")
+
+  pubsub_service_agent       = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  monitoring_notification_sa = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+
+  apis = ["run.googleapis.com", "pubsub.googleapis.com", "artifactregistry.googleapis.com", "monitoring.googleapis.com", "iam.googleapis.com"]
+}
+
+resource "google_project_service" "apis" {
+  for_each = var.enable_apis ? toset(local.apis) : toset([])
+
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
+# ---------------------------------------------------------------------------------------------
+# Identities
+# ---------------------------------------------------------------------------------------------
+
+resource "google_service_account" "promoter" {
+  project      = var.project_id
+  account_id   = "${var.service_name}-svc"
+  display_name = "promoter service (${var.service_name}): copies images between stages"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "push" {
+  project      = var.project_id
+  account_id   = "${var.service_name}-push"
+  display_name = "Pub/Sub push identity for ${var.service_name}: sole run.invoker"
+
+  depends_on = [google_project_service.apis]
+}
+
+# Pub/Sub mints the OIDC tokens of the push identity.
+resource "google_service_account_iam_member" "push_token_creator" {
+  service_account_id = google_service_account.push.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+}
+
+# ---------------------------------------------------------------------------------------------
+# Artifact Registry: repository-level grants only
+# ---------------------------------------------------------------------------------------------
+
+resource "google_artifact_registry_repository_iam_member" "source_reader" {
+  for_each = local.reader_repositories
+
+  project    = each.value.project
+  location   = each.value.location
+  repository = each.value.repository
+  role       = "roles/artifactregistry.reader"
+  member     = google_service_account.promoter.member
+}
+
+resource "google_artifact_registry_repository_iam_member" "destination_writer" {
+  for_each = local.writer_repositories
+
+  project    = each.value.project
+  location   = each.value.location
+  repository = each.value.repository
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.promoter.member
+}
+
+# ---------------------------------------------------------------------------------------------
+# Pub/Sub topics
+# ---------------------------------------------------------------------------------------------
+
+resource "google_pubsub_topic" "events" {
+  #checkov:skip=CKV_GCP_83:Messages hold image references and digests only, no secrets; Google-managed encryption at rest is sufficient here
+  project = var.project_id
+  name    = var.events_topic_name
+  labels  = var.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "promotions" {
+  #checkov:skip=CKV_GCP_83:Messages hold image references, digests and copy statistics only, no secrets; Google-managed encryption at rest is sufficient here
+  project = var.project_id
+  name    = var.promotions_topic_name
+  labels  = var.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  #checkov:skip=CKV_GCP_83:Dead letters are copies of p2p-events messages (image references, digests), no secrets; Google-managed encryption at rest is sufficient here
+  project = var.project_id
+  name    = var.dead_letter_topic_name
+  labels  = var.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# Where operators read what could not be delivered (see README, "Dead letters").
+resource "google_pubsub_subscription" "dead_letter" {
+  project                    = var.project_id
+  name                       = var.dead_letter_topic_name
+  topic                      = google_pubsub_topic.dead_letter.id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+  retain_acked_messages      = false
+  labels                     = var.labels
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# The service publishes promoted / promotion-rejected; topic-level grant.
+resource "google_pubsub_topic_iam_member" "promoter_publishes_promotions" {
+  project = var.project_id
+  topic   = google_pubsub_topic.promotions.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.promoter.member
+}
+
+# Dead-lettering: the Pub/Sub service agent publishes to the dead-letter topic ...
+resource "google_pubsub_topic_iam_member" "pubsub_agent_publishes_dead_letters" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cloud Run service
+# ---------------------------------------------------------------------------------------------
+
+resource "google_cloud_run_v2_service" "promoter" {
+  project             = var.project_id
+  name                = var.service_name
+  location            = var.region
+  ingress             = var.ingress
+  deletion_protection = var.deletion_protection
+  labels              = var.labels
+
+  # Pub/Sub signs push tokens for this audience; Cloud Run accepts it besides the service URL.
+  custom_audiences = [local.push_audience]
+
+  template {
+    service_account                  = google_service_account.promoter.email
+    timeout                          = "600s" # >= the push subscription's ack deadline
+    max_instance_request_concurrency = 20
+
+    scaling {
+      min_instance_count = 0
+      max_instance_count = var.max_instances
+    }
+
+    containers {
+      image = var.image
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        cpu_idle          = true # CPU only while a request is being handled
+        startup_cpu_boost = true
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+      }
+
+      # Configuration of DESIGN.md section 5. Every name here must be one the binary reads
+      # (infra/checks/contract.py enforces it).
+      env {
+        name  = "PROMOTER_EVENTS_TOPIC"
+        value = google_pubsub_topic.promotions.id
+      }
+      env {
+        name  = "PROMOTER_PUSH_AUTH"
+        value = "cloud-run"
+      }
+      env {
+        name  = "PROMOTER_PUSH_AUDIENCE"
+        value = local.push_audience
+      }
+      env {
+        name  = "PROMOTER_PUSH_SERVICE_ACCOUNTS"
+        value = google_service_account.push.email
+      }
+      env {
+        name  = "REGISTRY"
+        value = var.registry
+      }
+      env {
+        name  = "PROD_REGISTRY"
+        value = local.prod_registry
+      }
+      env {
+        name  = "FAST_FEEDBACK_PATH"
+        value = var.stage_paths.fast_feedback
+      }
+      env {
+        name  = "EXTENDED_TEST_PATH"
+        value = var.stage_paths.extended_test
+      }
+      env {
+        name  = "PROD_PATH"
+        value = var.stage_paths.prod
+      }
+
+      startup_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 2
+        failure_threshold = 15
+      }
+
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds = 30
+      }
+    }
+  }
+
+  lifecycle {
+    # Cloud Build deploys new revisions by digest; Terraform owns everything else.
+    ignore_changes = [
+      template[0].containers[0].image,
+      client,
+      client_version,
+    ]
+  }
+
+  depends_on = [
+    google_artifact_registry_repository_iam_member.source_reader,
+    google_artifact_registry_repository_iam_member.destination_writer,
+    google_pubsub_topic_iam_member.promoter_publishes_promotions,
+  ]
+}
+
+# The push identity, and nobody else, may invoke the service (authoritative for this role).
+resource "google_cloud_run_v2_service_iam_binding" "invoker" {
+  project  = google_cloud_run_v2_service.promoter.project
+  location = google_cloud_run_v2_service.promoter.location
+  name     = google_cloud_run_v2_service.promoter.name
+  role     = "roles/run.invoker"
+  members  = [google_service_account.push.member]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Push subscriptions
+# ---------------------------------------------------------------------------------------------
+
+resource "google_pubsub_subscription" "events_push" {
+  project = var.project_id
+  name    = "${var.events_topic_name}-${var.service_name}-push"
+  topic   = google_pubsub_topic.events.id
+  labels  = var.labels
+
+  ack_deadline_seconds       = 600
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = google_cloud_run_v2_service.promoter.uri
+
+    oidc_token {
+      service_account_email = google_service_account.push.email
+      audience              = local.push_audience
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_binding.invoker,
+    google_service_account_iam_member.push_token_creator,
+    google_pubsub_topic_iam_member.pubsub_agent_publishes_dead_letters,
+  ]
+}
+
+# ... and acknowledges, on the source subscription, the messages it forwards there.
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_subscribes_events_push" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.events_push.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# Optional: Cloud Build notifications (status SUCCESS -> test-passed for each built digest).
+resource "google_pubsub_subscription" "cloud_builds_push" {
+  count = var.subscribe_cloud_builds ? 1 : 0
+
+  project = var.project_id
+  name    = "cloud-builds-${var.service_name}-push"
+  topic   = "projects/${var.project_id}/topics/cloud-builds"
+  labels  = var.labels
+
+  ack_deadline_seconds       = 600
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = google_cloud_run_v2_service.promoter.uri
+
+    oidc_token {
+      service_account_email = google_service_account.push.email
+      audience              = local.push_audience
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_binding.invoker,
+    google_service_account_iam_member.push_token_creator,
+    google_pubsub_topic_iam_member.pubsub_agent_publishes_dead_letters,
+  ]
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_subscribes_cloud_builds_push" {
+  count = var.subscribe_cloud_builds ? 1 : 0
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.cloud_builds_push[0].name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# ---------------------------------------------------------------------------------------------
+# Alert-based promotion: Cloud Monitoring incidents -> p2p-events
+# ---------------------------------------------------------------------------------------------
+
+# Attach this channel to an alert policy whose user_labels carry promoter_image and
+# promoter_stage: an incident that opens is alert-firing, one that closes is alert-clear.
+resource "google_monitoring_notification_channel" "p2p_events" {
+  project      = var.project_id
+  display_name = "promoter: ${var.events_topic_name}"
+  type         = "pubsub"
+  description  = "Alert incidents for ${var.service_name} (alert-firing / alert-clear)"
+  user_labels  = var.labels
+
+  labels = {
+    topic = google_pubsub_topic.events.id
+  }
+
+  depends_on = [google_pubsub_topic_iam_member.monitoring_publishes_events]
+}
+
+resource "google_pubsub_topic_iam_member" "monitoring_publishes_events" {
+  project = var.project_id
+  topic   = google_pubsub_topic.events.name
+  role    = "roles/pubsub.publisher"
+  member  = local.monitoring_notification_sa
+}

@@ -1,0 +1,54 @@
+output "service_url" {
+  description = "URL of the Cloud Run service (IAM-authenticated; only the push identity may invoke it)."
+  value       = google_cloud_run_v2_service.promoter.uri
+}
+
+output "service_name" {
+  description = "Name of the Cloud Run service (for gcloud run deploy and gcloud logging read)."
+  value       = google_cloud_run_v2_service.promoter.name
+}
+
+output "service_account_email" {
+  description = "Identity of the service: reads source-stage repositories, writes destination ones."
+  value       = google_service_account.promoter.email
+}
+
+output "push_service_account_email" {
+  description = "Identity that signs Pub/Sub pushes; the only run.invoker of the service."
+  value       = google_service_account.push.email
+}
+
+output "push_audience" {
+  description = "Audience of the push OIDC token (PROMOTER_PUSH_AUDIENCE)."
+  value       = local.push_audience
+}
+
+output "events_topic" {
+  description = "Topic of inbound events (publish test-passed, soak-complete, ... here)."
+  value       = google_pubsub_topic.events.id
+}
+
+output "promotions_topic" {
+  description = "Topic of outcome events (promoted, promotion-rejected)."
+  value       = google_pubsub_topic.promotions.id
+}
+
+output "dead_letter_topic" {
+  description = "Topic of undeliverable events."
+  value       = google_pubsub_topic.dead_letter.id
+}
+
+output "dead_letter_subscription" {
+  description = "Pull subscription to inspect undeliverable events."
+  value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "events_push_subscription" {
+  description = "Push subscription from the events topic to the service."
+  value       = google_pubsub_subscription.events_push.id
+}
+
+output "notification_channel" {
+  description = "Cloud Monitoring notification channel to attach to alert policies."
+  value       = google_monitoring_notification_channel.p2p_events.id
+}

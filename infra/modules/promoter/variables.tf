@@ -1,0 +1,151 @@
+variable "project_id" {
+  description = "Project that hosts the promoter service, its service accounts and its Pub/Sub topics."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the Cloud Run service, e.g. europe-west2."
+  type        = string
+}
+
+variable "service_name" {
+  description = "Name of the Cloud Run service."
+  type        = string
+  default     = "promoter"
+}
+
+variable "image" {
+  description = <<-EOT
+    Container image of the first revision. Cloud Build deploys new revisions by digest afterwards
+    (gcloud run deploy --image ...@sha256:...), and Terraform ignores later image changes.
+  EOT
+  type        = string
+  default     = "us-docker.pkg.dev/cloudrun/container/hello"
+}
+
+variable "registry" {
+  description = <<-EOT
+    Registry of every stage (REGISTRY): an Artifact Registry path LOCATION-docker.pkg.dev/PROJECT/REPOSITORY[/prefix].
+    An image in a stage is {registry}/{stage path}/{image}:{tag}.
+  EOT
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[^/]+/[^/]+(/.*)?$", var.registry))
+    error_message = "registry must be an Artifact Registry path LOCATION-docker.pkg.dev/PROJECT/REPOSITORY[/prefix]."
+  }
+}
+
+variable "prod_registry" {
+  description = "Registry of the prod stage only (PROD_REGISTRY); null means the same as registry."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.prod_registry == null || can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[^/]+/[^/]+(/.*)?$", coalesce(var.prod_registry, "x")))
+    error_message = "prod_registry must be an Artifact Registry path LOCATION-docker.pkg.dev/PROJECT/REPOSITORY[/prefix]."
+  }
+}
+
+variable "stage_paths" {
+  description = "Path of each stage under its registry (FAST_FEEDBACK_PATH, EXTENDED_TEST_PATH, PROD_PATH)."
+  type = object({
+    fast_feedback = optional(string, "fast-feedback")
+    extended_test = optional(string, "extended-test")
+    prod          = optional(string, "prod")
+  })
+  default = {}
+}
+
+variable "events_topic_name" {
+  description = "Topic that carries inbound events (test-passed, soak-complete, alert-firing, ...)."
+  type        = string
+  default     = "p2p-events"
+}
+
+variable "promotions_topic_name" {
+  description = "Topic where promoter publishes promoted / promotion-rejected (PROMOTER_EVENTS_TOPIC)."
+  type        = string
+  default     = "p2p-promotions"
+}
+
+variable "dead_letter_topic_name" {
+  description = "Topic that receives events the service could not handle after max_delivery_attempts."
+  type        = string
+  default     = "p2p-events-dead-letter"
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of one message before it goes to the dead-letter topic (5-100)."
+  type        = number
+  default     = 10
+}
+
+variable "push_audience" {
+  description = <<-EOT
+    Audience of the OIDC token Pub/Sub attaches to each push. It is set on the subscription, accepted
+    by Cloud Run as a custom audience, and checked by promoter (PROMOTER_PUSH_AUDIENCE). null derives
+    a fixed string from project, region and service name (no dependency on the service URL).
+  EOT
+  type        = string
+  default     = null
+}
+
+variable "ingress" {
+  description = <<-EOT
+    Cloud Run ingress. INGRESS_TRAFFIC_INTERNAL_ONLY admits Pub/Sub push from the same project;
+    use INGRESS_TRAFFIC_ALL if callers outside the project (or its VPC-SC perimeter) post CloudEvents directly.
+  EOT
+  type        = string
+  default     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+  validation {
+    condition     = contains(["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], var.ingress)
+    error_message = "ingress must be one of INGRESS_TRAFFIC_ALL, INGRESS_TRAFFIC_INTERNAL_ONLY, INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+variable "max_instances" {
+  description = "Upper bound of Cloud Run instances."
+  type        = number
+  default     = 5
+}
+
+variable "cpu" {
+  description = "CPU limit of one instance."
+  type        = string
+  default     = "1"
+}
+
+variable "memory" {
+  description = "Memory limit of one instance (copies stream with bounded memory)."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "subscribe_cloud_builds" {
+  description = <<-EOT
+    Also push Cloud Build notifications (topic cloud-builds, which must already exist) to the service:
+    a successful build counts as test-passed for every image digest it built.
+  EOT
+  type        = bool
+  default     = false
+}
+
+variable "enable_apis" {
+  description = "Enable the APIs the module uses (run, pubsub, artifactregistry, monitoring, iam)."
+  type        = bool
+  default     = true
+}
+
+variable "deletion_protection" {
+  description = "Protect the Cloud Run service against terraform destroy."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels put on every labelled resource."
+  type        = map(string)
+  default     = {}
+}
