@@ -1,0 +1,334 @@
+//! The command line (DESIGN.md §2): `promote` and its corectl path `p2p promote`, and `copy`.
+//! Exit status: 0 promoted or already present, 1 failure, 2 usage error.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config;
+use crate::promote::{self, CopyJob};
+use crate::registry::auth::{IdentityChoice, Secret};
+use crate::registry::copy::Progress;
+use crate::registry::{CopyOptions, CopyReport, ImageRef, Transport};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "promoter",
+    version,
+    about = "Promotes container images through a path to production, exactly."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Copy IMAGE from {source-registry}/{source-stage} to {dest-registry}/{dest-stage}.
+    Promote(PromoteArgs),
+    /// corectl's path to `promote`: `promoter p2p promote` is a drop-in for `corectl p2p promote`.
+    P2p {
+        #[command(subcommand)]
+        command: P2pCommand,
+    },
+    /// Copy one full reference to another with the same engine (like `skopeo copy --all --preserve-digests`).
+    Copy(CopyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum P2pCommand {
+    /// Same as `promoter promote`.
+    Promote(PromoteArgs),
+}
+
+#[derive(Args, Debug)]
+struct PromoteArgs {
+    /// The image name with its version: NAME:TAG, NAME@DIGEST or NAME:TAG@DIGEST.
+    image: String,
+    /// Registry of the source stage [env: SOURCE_REGISTRY]
+    #[arg(long)]
+    source_registry: Option<String>,
+    /// Path of the source stage under the registry [env: SOURCE_STAGE]
+    #[arg(long)]
+    source_stage: Option<String>,
+    /// Registry of the destination stage [env: DEST_REGISTRY, else REGISTRY]
+    #[arg(long)]
+    dest_registry: Option<String>,
+    /// Path of the destination stage under the registry [env: DEST_STAGE]
+    #[arg(long)]
+    dest_stage: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+struct CopyArgs {
+    /// Source reference, REGISTRY/PATH[:TAG][@DIGEST].
+    source: String,
+    /// Destination reference, REGISTRY/PATH[:TAG]. Without a tag, the source's tag is used.
+    destination: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// Google credentials JSON for the source side instead of the ambient identity [env: SOURCE_AUTH_OVERRIDE]
+    #[arg(long)]
+    source_auth_override: Option<PathBuf>,
+    /// Google credentials JSON for the destination side [env: DEST_AUTH_OVERRIDE]
+    #[arg(long)]
+    dest_auth_override: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Show what would be copied; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// A mistake in how the command was called: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap prints help/version to stdout (exit 0) and mistakes to stderr (exit 2).
+            let _ = error.print();
+            return ExitCode::from(error.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    init_cli_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+/// Command-line runs log warnings and errors to stderr in plain text; `RUST_LOG` widens that.
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(config::RUST_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let (job, output) = match build_job(cli.command) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let transport = match Transport::new(config::insecure_registries()) {
+        Ok(transport) => transport,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    let ticker = (output == Output::Text && std::io::stderr().is_terminal())
+        .then(|| spawn_progress(progress.clone()));
+    let result = promote::copy(&transport, &job, progress).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        eprint!("\r\x1b[2K");
+    }
+    match result {
+        Ok(report) => {
+            print_report(&report, output);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "error: promoting {} to {}: {error}",
+                job.source, job.destination
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn build_job(command: Command) -> Result<(CopyJob, Output), UsageError> {
+    match command {
+        Command::Promote(args)
+        | Command::P2p {
+            command: P2pCommand::Promote(args),
+        } => promote_job(args),
+        Command::Copy(args) => copy_job(args),
+    }
+}
+
+/// A flag, else its variable, else a usage error naming both.
+fn required(
+    flag: Option<String>,
+    flag_name: &str,
+    variables: &[&str],
+) -> Result<String, UsageError> {
+    flag.filter(|v| !v.trim().is_empty())
+        .or_else(|| variables.iter().find_map(|name| config::var(name)))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "missing --{flag_name}: pass the flag or set {}",
+                variables.join(" or ")
+            ))
+        })
+}
+
+fn promote_job(args: PromoteArgs) -> Result<(CopyJob, Output), UsageError> {
+    let source_registry = required(
+        args.source_registry,
+        "source-registry",
+        &[config::SOURCE_REGISTRY],
+    )?;
+    let source_stage = required(args.source_stage, "source-stage", &[config::SOURCE_STAGE])?;
+    let dest_registry = required(
+        args.dest_registry,
+        "dest-registry",
+        &[config::DEST_REGISTRY, config::REGISTRY],
+    )?;
+    let dest_stage = required(args.dest_stage, "dest-stage", &[config::DEST_STAGE])?;
+    let join = |registry: &str, stage: &str| {
+        format!(
+            "{}/{}/{}",
+            registry.trim_end_matches('/'),
+            stage.trim_matches('/'),
+            args.image
+        )
+    };
+    let source = parse_image(&join(&source_registry, &source_stage))?;
+    if source.tag.is_none() && source.digest.is_none() {
+        return Err(UsageError(format!(
+            "image {:?} has no version: give NAME:TAG or NAME@DIGEST",
+            args.image
+        )));
+    }
+    let destination = parse_image(&join(&dest_registry, &dest_stage))?;
+    // The destination is named by the source's version: its tag (the digest is checked at the source).
+    let destination = ImageRef {
+        digest: None,
+        ..destination
+    };
+    let output = args.common.output;
+    Ok((job(source, destination, args.common), output))
+}
+
+fn copy_job(args: CopyArgs) -> Result<(CopyJob, Output), UsageError> {
+    let source = parse_image(&args.source)?;
+    if source.tag.is_none() && source.digest.is_none() {
+        return Err(UsageError(format!(
+            "source {:?} has no tag or digest",
+            args.source
+        )));
+    }
+    let destination = parse_image(&args.destination)?;
+    if destination.digest.is_some() {
+        return Err(UsageError(format!(
+            "destination {:?} names a digest: the digest is the source's; give a repository or a tag",
+            args.destination
+        )));
+    }
+    let destination = ImageRef {
+        tag: destination.tag.or_else(|| source.tag.clone()),
+        ..destination
+    };
+    let output = args.common.output;
+    Ok((job(source, destination, args.common), output))
+}
+
+fn parse_image(text: &str) -> Result<ImageRef, UsageError> {
+    ImageRef::try_from(text).map_err(|e| UsageError(format!("bad image reference {text:?}: {e}")))
+}
+
+fn job(source: ImageRef, destination: ImageRef, common: CommonArgs) -> CopyJob {
+    let identity = |override_flag: Option<PathBuf>,
+                    override_variable: &str,
+                    token_variable: &str| IdentityChoice {
+        access_token: config::var(token_variable).map(Secret::new),
+        override_file: override_flag.or_else(|| config::var(override_variable).map(PathBuf::from)),
+    };
+    CopyJob {
+        source,
+        destination,
+        source_identity: identity(
+            common.source_auth_override,
+            config::SOURCE_AUTH_OVERRIDE,
+            config::SOURCE_ACCESS_TOKEN,
+        ),
+        destination_identity: identity(
+            common.dest_auth_override,
+            config::DEST_AUTH_OVERRIDE,
+            config::DEST_ACCESS_TOKEN,
+        ),
+        options: CopyOptions {
+            dry_run: common.dry_run,
+            ..CopyOptions::default()
+        },
+    }
+}
+
+fn spawn_progress(progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            interval.tick().await;
+            let done = progress.blobs_done.load(Ordering::Relaxed);
+            let total = progress.blobs_total.load(Ordering::Relaxed);
+            let megabytes = progress.bytes_copied.load(Ordering::Relaxed) as f64 / 1_048_576.0;
+            eprint!("\r\x1b[2K{done}/{total} blobs, {megabytes:.1} MiB copied");
+        }
+    })
+}
+
+fn print_report(report: &CopyReport, output: Output) {
+    match output {
+        Output::Json => match serde_json::to_string(report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => eprintln!("error: cannot print the report: {error}"),
+        },
+        Output::Text => {
+            let verb = match (report.dry_run, report.already_present) {
+                (_, true) => "already present",
+                (true, false) => "would promote",
+                (false, false) => "promoted",
+            };
+            println!("{verb}: {} -> {}", report.source, report.destination);
+            println!("  digest     {} ({})", report.digest, report.media_type);
+            println!(
+                "  manifests  {}   blobs {} (copied {}, mounted {}, skipped {})",
+                report.manifests,
+                report.blobs_total,
+                report.blobs_copied,
+                report.blobs_mounted,
+                report.blobs_skipped
+            );
+            println!(
+                "  bytes      {}   referrers {}   {} ms",
+                report.bytes_copied, report.referrers_copied, report.duration_ms
+            );
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Every environment variable promoter reads (DESIGN.md §2, §4, §5), by name, in one place:
+//! the deployment files are checked against this list (`infra/checks`), so a rename on one side
+//! breaks the build rather than production.
+
+// Command line defaults, exactly as corectl's `p2p promote` read them.
+pub const SOURCE_REGISTRY: &str = "SOURCE_REGISTRY";
+pub const SOURCE_STAGE: &str = "SOURCE_STAGE";
+pub const DEST_REGISTRY: &str = "DEST_REGISTRY";
+pub const DEST_STAGE: &str = "DEST_STAGE";
+pub const SOURCE_AUTH_OVERRIDE: &str = "SOURCE_AUTH_OVERRIDE";
+pub const DEST_AUTH_OVERRIDE: &str = "DEST_AUTH_OVERRIDE";
+pub const SOURCE_ACCESS_TOKEN: &str = "SOURCE_ACCESS_TOKEN";
+pub const DEST_ACCESS_TOKEN: &str = "DEST_ACCESS_TOKEN";
+
+// Registries and identity.
+/// The registry of every stage (P2P sets it); the destination's fallback on the command line.
+pub const REGISTRY: &str = "REGISTRY";
+pub const PROD_REGISTRY: &str = "PROD_REGISTRY";
+/// Comma-separated `host:port` reached over plain HTTP besides loopback.
+pub const PROMOTER_INSECURE_REGISTRIES: &str = "PROMOTER_INSECURE_REGISTRIES";
+/// Where docker's `config.json` lives.
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+/// Read by google-cloud-auth itself; listed so deployments may set them.
+pub const GOOGLE_APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
+
+// The service (DESIGN.md §5).
+pub const PORT: &str = "PORT";
+pub const PROMOTER_CONFIG: &str = "PROMOTER_CONFIG";
+pub const FAST_FEEDBACK_PATH: &str = "FAST_FEEDBACK_PATH";
+pub const EXTENDED_TEST_PATH: &str = "EXTENDED_TEST_PATH";
+pub const PROD_PATH: &str = "PROD_PATH";
+pub const PROMOTER_EVENTS_TOPIC: &str = "PROMOTER_EVENTS_TOPIC";
+pub const PUBSUB_EMULATOR_HOST: &str = "PUBSUB_EMULATOR_HOST";
+pub const PROMOTER_PUSH_AUTH: &str = "PROMOTER_PUSH_AUTH";
+pub const PROMOTER_PUSH_AUDIENCE: &str = "PROMOTER_PUSH_AUDIENCE";
+pub const PROMOTER_PUSH_SERVICE_ACCOUNTS: &str = "PROMOTER_PUSH_SERVICE_ACCOUNTS";
+pub const PROMOTER_JWKS_URL: &str = "PROMOTER_JWKS_URL";
+/// Set by Cloud Run: the service's name, used as the source of outbound events.
+pub const K_SERVICE: &str = "K_SERVICE";
+/// Log filter (tracing's `EnvFilter` syntax).
+pub const RUST_LOG: &str = "RUST_LOG";
+
+/// A variable's value, with empty treated as unset (as shells and Terraform produce both).
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `PROMOTER_INSECURE_REGISTRIES` as a list.
+pub fn insecure_registries() -> Vec<String> {
+    var(PROMOTER_INSECURE_REGISTRIES)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,611 @@
+//! The exact-copy engine (DESIGN.md §3): the same top-level digest, every platform, every child
+//! manifest and blob, raw bytes, plus what refers to the image (OCI 1.1 referrers and cosign
+//! `sha256-<hex>.sig|.att|.sbom` tags).
+//!
+//! Order of writes is what makes a copy safe to interrupt and repeat: blobs first, then child
+//! manifests by digest, then the top manifest by digest, and the tag last. A destination tag is
+//! therefore never visible before everything it names is there, and a second run moves only what
+//! is missing (a manifest the destination has implies its blobs).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use serde::Serialize;
+
+use super::client::{MountOutcome, RegistryClient};
+use super::manifest::{Descriptor, RawManifest, referrers_index};
+use super::{Digest, ImageRef, RegistryError, Repository};
+
+/// How deep an index may nest (index → index → manifest) or referrers chain (signature of an
+/// attestation of an image) before the copy refuses: real images nest two or three levels.
+const MAX_DEPTH: usize = 8;
+
+/// Choices for one copy.
+#[derive(Clone, Debug)]
+pub struct CopyOptions {
+    /// Look and report, write nothing.
+    pub dry_run: bool,
+    /// Blobs moved at once.
+    pub concurrency: usize,
+    /// Copy referrers and cosign signature/attestation/SBOM tags.
+    pub referrers: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            dry_run: false,
+            concurrency: 6,
+            referrers: true,
+        }
+    }
+}
+
+/// What a copy did: the JSON output of DESIGN.md §2.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CopyReport {
+    pub source: String,
+    pub destination: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// Manifests of the image (the top one and every child) written to the destination.
+    pub manifests: u64,
+    /// Distinct blobs of the image examined.
+    pub blobs_total: u64,
+    pub blobs_mounted: u64,
+    pub blobs_copied: u64,
+    pub blobs_skipped: u64,
+    /// Layer and config bytes that travelled through promoter.
+    pub bytes_copied: u64,
+    /// Referrer manifests and cosign tags written to the destination.
+    pub referrers_copied: u64,
+    /// The destination already held this digest under the tag.
+    pub already_present: bool,
+    /// Not in the JSON contract; the text output says "would promote".
+    #[serde(skip)]
+    pub dry_run: bool,
+    pub duration_ms: u64,
+}
+
+/// Live counters, readable while a copy runs (progress on a terminal).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub blobs_done: AtomicU64,
+    pub blobs_total: AtomicU64,
+    pub bytes_copied: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counts {
+    manifests: u64,
+    blobs_total: u64,
+    blobs_mounted: u64,
+    blobs_copied: u64,
+    blobs_skipped: u64,
+    referrers_copied: u64,
+}
+
+enum BlobOutcome {
+    Skipped,
+    Mounted,
+    Copied,
+}
+
+/// One copy job: a source and a destination registry client, each with its own identity.
+pub struct Copier<'a> {
+    pub source: &'a RegistryClient,
+    pub destination: &'a RegistryClient,
+    pub options: CopyOptions,
+    pub progress: Arc<Progress>,
+}
+
+impl Copier<'_> {
+    /// Copies `source` to `destination`. The destination's tag is the source's tag; without a
+    /// tag, the image is copied by digest only.
+    pub async fn copy(
+        &self,
+        source: &ImageRef,
+        destination: &ImageRef,
+    ) -> Result<CopyReport, RegistryError> {
+        let started = Instant::now();
+        let top = self.resolve_source(source).await?;
+        let destination_reference = destination
+            .tag
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| top.digest.to_string());
+        let present = self
+            .destination
+            .head_manifest(&destination.repository, &destination_reference)
+            .await?;
+        let already_present = match present {
+            Some(existing) if existing == top.digest => true,
+            Some(existing) if destination.tag.is_some() => {
+                return Err(RegistryError::TagConflict {
+                    image: destination.to_string(),
+                    existing,
+                    wanted: top.digest.clone(),
+                });
+            }
+            _ => false,
+        };
+
+        let mut counts = Counts::default();
+        if !already_present {
+            self.copy_tree(
+                &source.repository,
+                &destination.repository,
+                &top,
+                0,
+                &mut counts,
+            )
+            .await?;
+            if let Some(tag) = &destination.tag
+                && !self.options.dry_run
+            {
+                self.destination
+                    .put_manifest(&destination.repository, tag.as_str(), &top)
+                    .await?;
+            }
+        }
+        if self.options.referrers {
+            self.copy_referrers(
+                &source.repository,
+                &destination.repository,
+                &top,
+                &mut counts,
+            )
+            .await?;
+        }
+        Ok(CopyReport {
+            source: source.to_string(),
+            destination: destination.to_string(),
+            digest: top.digest.clone(),
+            media_type: top.media_type.clone(),
+            manifests: counts.manifests,
+            blobs_total: counts.blobs_total,
+            blobs_mounted: counts.blobs_mounted,
+            blobs_copied: counts.blobs_copied,
+            blobs_skipped: counts.blobs_skipped,
+            bytes_copied: self.progress.bytes_copied.load(Ordering::Relaxed),
+            referrers_copied: counts.referrers_copied,
+            already_present,
+            dry_run: self.options.dry_run,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Fetches the source's top manifest: by digest when one is given (exact), checking that a
+    /// tag given with it agrees.
+    async fn resolve_source(&self, source: &ImageRef) -> Result<RawManifest, RegistryError> {
+        let not_found = || RegistryError::NotFound {
+            image: source.to_string(),
+            registry: self.source.registry().to_string(),
+        };
+        let reference = source.api_reference().ok_or_else(not_found)?;
+        let manifest = self
+            .source
+            .get_manifest(&source.repository, &reference)
+            .await?
+            .ok_or_else(not_found)?;
+        if let Some(digest) = &source.digest {
+            if &manifest.digest != digest {
+                return Err(RegistryError::DigestMismatch {
+                    image: source.to_string(),
+                    registry: self.source.registry().to_string(),
+                    expected: digest.clone(),
+                    actual: manifest.digest,
+                });
+            }
+            if let Some(tag) = &source.tag {
+                let tagged = self
+                    .source
+                    .head_manifest(&source.repository, tag.as_str())
+                    .await?;
+                match tagged {
+                    Some(tag_digest) if &tag_digest != digest => {
+                        return Err(RegistryError::TagDigestMismatch {
+                            image: source.to_string(),
+                            tag: tag.to_string(),
+                            tag_digest,
+                        });
+                    }
+                    Some(_) => {}
+                    None => return Err(not_found()),
+                }
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Copies a manifest and everything below it, pushing it by digest last. A manifest the
+    /// destination already has is complete there (the registry checked its references when it
+    /// was pushed), so its subtree is skipped. Returns whether the registry said it indexes the
+    /// pushed manifests' `subject` itself (OCI 1.1 `OCI-Subject` header).
+    async fn copy_tree(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        manifest: &RawManifest,
+        depth: usize,
+        counts: &mut Counts,
+    ) -> Result<bool, RegistryError> {
+        let mut manifests = Vec::new();
+        let mut blobs = BTreeMap::new();
+        self.collect(
+            from,
+            to,
+            manifest.clone(),
+            depth,
+            &mut manifests,
+            &mut blobs,
+        )
+        .await?;
+        counts.manifests += manifests.len() as u64;
+        counts.blobs_total += blobs.len() as u64;
+        self.progress
+            .blobs_total
+            .fetch_add(blobs.len() as u64, Ordering::Relaxed);
+
+        let outcomes: Vec<BlobOutcome> = futures::stream::iter(blobs.into_values())
+            .map(|descriptor| self.copy_blob(from, to, descriptor))
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect()
+            .await?;
+        for outcome in outcomes {
+            match outcome {
+                BlobOutcome::Skipped => counts.blobs_skipped += 1,
+                BlobOutcome::Mounted => counts.blobs_mounted += 1,
+                BlobOutcome::Copied => counts.blobs_copied += 1,
+            }
+        }
+        let mut registry_tracks_subject = false;
+        if !self.options.dry_run {
+            // `collect` listed children before parents: push in that order.
+            for manifest in &manifests {
+                let outcome = self
+                    .destination
+                    .put_manifest(to, manifest.digest.as_str(), manifest)
+                    .await?;
+                registry_tracks_subject |= outcome.registry_tracks_subject;
+            }
+        }
+        Ok(registry_tracks_subject)
+    }
+
+    /// Walks the manifest tree depth-first, listing the manifests the destination lacks
+    /// (children first) and the distinct blobs they need.
+    async fn collect(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        manifest: RawManifest,
+        depth: usize,
+        manifests: &mut Vec<RawManifest>,
+        blobs: &mut BTreeMap<String, Descriptor>,
+    ) -> Result<(), RegistryError> {
+        if depth > MAX_DEPTH {
+            return Err(RegistryError::BadManifest {
+                image: format!("{from}@{}", manifest.digest),
+                cause: format!("manifests nest deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        if manifests.iter().any(|m| m.digest == manifest.digest) {
+            return Ok(());
+        }
+        // The top manifest of a fresh copy is usually absent; children of a half-done copy may
+        // not be. One HEAD per manifest saves re-walking whole platforms.
+        if depth > 0
+            && self
+                .destination
+                .head_manifest(to, manifest.digest.as_str())
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        for child in manifest.children() {
+            let digest = child.digest().map_err(|cause| RegistryError::BadManifest {
+                image: format!("{from}@{}", manifest.digest),
+                cause,
+            })?;
+            let child_manifest = self.fetch_by_digest(from, &digest).await?;
+            Box::pin(self.collect(from, to, child_manifest, depth + 1, manifests, blobs)).await?;
+        }
+        for blob in manifest.blobs() {
+            blobs
+                .entry(blob.digest.clone())
+                .or_insert_with(|| blob.clone());
+        }
+        manifests.push(manifest);
+        Ok(())
+    }
+
+    async fn fetch_by_digest(
+        &self,
+        from: &Repository,
+        digest: &Digest,
+    ) -> Result<RawManifest, RegistryError> {
+        let manifest = self
+            .source
+            .get_manifest(from, digest.as_str())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound {
+                image: format!("{from}@{digest}"),
+                registry: self.source.registry().to_string(),
+            })?;
+        if &manifest.digest != digest {
+            return Err(RegistryError::DigestMismatch {
+                image: format!("{from}@{digest}"),
+                registry: self.source.registry().to_string(),
+                expected: digest.clone(),
+                actual: manifest.digest,
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Gets one blob into the destination the cheapest way: already there, mounted from the
+    /// source repository on the same host, or streamed through (retrying the whole blob).
+    async fn copy_blob(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        descriptor: Descriptor,
+    ) -> Result<BlobOutcome, RegistryError> {
+        let digest = descriptor
+            .digest()
+            .map_err(|cause| RegistryError::BadManifest {
+                image: format!("{from}"),
+                cause,
+            })?;
+        let outcome = self.place_blob(from, to, &digest, descriptor.size).await;
+        self.progress.blobs_done.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    async fn place_blob(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<BlobOutcome, RegistryError> {
+        let same_host = from.registry == to.registry;
+        if self.options.dry_run || !same_host {
+            if self.destination.blob_exists(to, digest).await? {
+                return Ok(BlobOutcome::Skipped);
+            }
+            if self.options.dry_run {
+                // What a real run would do with it.
+                return Ok(if same_host {
+                    BlobOutcome::Mounted
+                } else {
+                    BlobOutcome::Copied
+                });
+            }
+        }
+        let mut upload_location = None;
+        if same_host && from != to {
+            // A mount answers 201 whether or not the blob was already there; either way no bytes
+            // move. Any refusal (202 with a session, 401/403 without pull on the source, 404)
+            // falls back to an upload (NOTES.md: oci-client treats the legal 202 as an error).
+            match self.destination.mount_blob(to, digest, from).await {
+                Ok(MountOutcome::Mounted) => return Ok(BlobOutcome::Mounted),
+                Ok(MountOutcome::UploadAt(location)) => upload_location = Some(location),
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => tracing::debug!(%error, %digest, "mount refused, uploading instead"),
+            }
+        } else if same_host && self.destination.blob_exists(to, digest).await? {
+            return Ok(BlobOutcome::Skipped);
+        }
+        self.stream_blob(from, to, digest, size, upload_location)
+            .await?;
+        Ok(BlobOutcome::Copied)
+    }
+
+    /// Streams a blob from source to destination with bounded memory: the GET's body is the
+    /// PUT's body, chunk by chunk. A failure anywhere restarts this blob in a new session.
+    async fn stream_blob(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        digest: &Digest,
+        size: u64,
+        mut upload_location: Option<String>,
+    ) -> Result<(), RegistryError> {
+        let policy = self.destination.retry_policy().clone();
+        let mut attempt = 0;
+        loop {
+            let sent = Arc::new(AtomicU64::new(0));
+            let result = async {
+                let location = match upload_location.take() {
+                    Some(location) => location,
+                    None => self.destination.start_upload(to).await?,
+                };
+                let response = self.source.get_blob(from, digest).await?;
+                let progress = self.progress.clone();
+                let sent_in_stream = sent.clone();
+                let stream = response.bytes_stream().inspect_ok(move |chunk| {
+                    progress
+                        .bytes_copied
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    sent_in_stream.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                });
+                self.destination
+                    .put_blob(&location, digest, size, reqwest::Body::wrap_stream(stream))
+                    .await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    // Bytes of a failed attempt did not land; the report counts what did.
+                    self.progress
+                        .bytes_copied
+                        .fetch_sub(sent.load(Ordering::Relaxed), Ordering::Relaxed);
+                    let unauthorized = matches!(error, RegistryError::Unauthorized { .. });
+                    attempt += 1;
+                    if attempt >= policy.attempts
+                        || !(error.is_transient() || (unauthorized && attempt == 1))
+                    {
+                        return Err(error);
+                    }
+                    if unauthorized {
+                        // A token can expire during a long copy: the next attempt asks again.
+                        self.destination.invalidate_authorization().await;
+                    }
+                    tracing::info!(%error, %digest, attempt, "blob copy failed, retrying");
+                    tokio::time::sleep(policy.delay(attempt, None)).await;
+                }
+            }
+        }
+    }
+
+    /// Copies what refers to the image and its children: OCI 1.1 referrers (API or fallback
+    /// tag) and cosign's `sha256-<hex>.sig|.att|.sbom` tags.
+    async fn copy_referrers(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        top: &RawManifest,
+        counts: &mut Counts,
+    ) -> Result<(), RegistryError> {
+        let source_tags: HashSet<String> = self.source.list_tags(from).await?.into_iter().collect();
+        let mut subjects = vec![top.digest.clone()];
+        for child in top.children() {
+            if let Ok(digest) = child.digest() {
+                subjects.push(digest);
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut queue: Vec<(Digest, usize)> = subjects.into_iter().map(|d| (d, 0)).collect();
+        while let Some((subject, depth)) = queue.pop() {
+            if depth > MAX_DEPTH || !seen.insert(subject.clone()) {
+                continue;
+            }
+            // Referrers are reported by count; the image's own counts stay the image's.
+            let mut referrer_counts = Counts::default();
+            // cosign's tags: copied tag for tag; the source is the truth for what they hold
+            // (cosign rewrites `.sig` when it adds a signature).
+            for suffix in ["sig", "att", "sbom"] {
+                let tag = format!("{}.{suffix}", subject.fallback_tag());
+                if !source_tags.contains(&tag) {
+                    continue;
+                }
+                let Some(artifact) = self.source.get_manifest(from, &tag).await? else {
+                    continue;
+                };
+                if self.destination.head_manifest(to, &tag).await?.as_ref()
+                    != Some(&artifact.digest)
+                {
+                    self.copy_tree(from, to, &artifact, 1, &mut referrer_counts)
+                        .await?;
+                    if !self.options.dry_run {
+                        self.destination.put_manifest(to, &tag, &artifact).await?;
+                    }
+                    counts.referrers_copied += 1;
+                }
+                queue.push((artifact.digest.clone(), depth + 1));
+            }
+
+            let mut referrers = self
+                .source
+                .referrers(from, &subject)
+                .await?
+                .unwrap_or_default();
+            let fallback_tag = subject.fallback_tag();
+            let mut source_index = None;
+            if source_tags.contains(fallback_tag.as_str())
+                && let Some(index) = self
+                    .source
+                    .get_manifest(from, fallback_tag.as_str())
+                    .await?
+            {
+                for descriptor in index.children() {
+                    if !referrers.iter().any(|r| r.digest == descriptor.digest) {
+                        referrers.push(descriptor.clone());
+                    }
+                }
+                source_index = Some(index);
+            }
+            let mut registry_tracks_subject = false;
+            let mut copied_any = false;
+            for descriptor in &referrers {
+                let digest = descriptor
+                    .digest()
+                    .map_err(|cause| RegistryError::BadManifest {
+                        image: format!("referrers of {from}@{subject}"),
+                        cause,
+                    })?;
+                if self
+                    .destination
+                    .head_manifest(to, digest.as_str())
+                    .await?
+                    .is_none()
+                {
+                    let referrer = self.fetch_by_digest(from, &digest).await?;
+                    registry_tracks_subject |= self
+                        .copy_tree(from, to, &referrer, 1, &mut referrer_counts)
+                        .await?;
+                    counts.referrers_copied += 1;
+                    copied_any = true;
+                }
+                queue.push((digest, depth + 1));
+            }
+            if copied_any && !registry_tracks_subject && !self.options.dry_run {
+                self.update_fallback_tag(to, &subject, &referrers, source_index.as_ref())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the destination's `sha256-<hex>` referrers tag listing every referrer, as the OCI
+    /// distribution spec asks clients to when a registry has no referrers API (oci-client does
+    /// not; NOTES.md). The tag's existing entries are kept. Where the destination has no such tag
+    /// and the source's lists every referrer, the source's bytes are copied as they are.
+    async fn update_fallback_tag(
+        &self,
+        to: &Repository,
+        subject: &Digest,
+        referrers: &[Descriptor],
+        source_index: Option<&RawManifest>,
+    ) -> Result<(), RegistryError> {
+        let tag = subject.fallback_tag();
+        let existing = self.destination.get_manifest(to, tag.as_str()).await?;
+        if existing.is_none()
+            && let Some(source_index) = source_index
+            && source_index.children().len() == referrers.len()
+        {
+            self.destination
+                .put_manifest(to, tag.as_str(), source_index)
+                .await?;
+            return Ok(());
+        }
+        let mut listed: Vec<Descriptor> = match existing {
+            Some(existing) if existing.is_index() => existing.children().to_vec(),
+            _ => Vec::new(),
+        };
+        let before = listed.len();
+        for descriptor in referrers {
+            if !listed.iter().any(|d| d.digest == descriptor.digest) {
+                listed.push(descriptor.clone());
+            }
+        }
+        if listed.len() == before && before > 0 {
+            return Ok(());
+        }
+        let index = referrers_index(&listed).map_err(|cause| RegistryError::BadManifest {
+            image: format!("{to}:{tag}"),
+            cause,
+        })?;
+        self.destination
+            .put_manifest(to, tag.as_str(), &index)
+            .await?;
+        Ok(())
+    }
+}
