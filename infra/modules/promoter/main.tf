@@ -92,6 +92,9 @@ resource "google_service_account_iam_member" "push_token_creator" {
   service_account_id = google_service_account.push.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_service_agent
+
+  # The Pub/Sub service agent exists once the Pub/Sub API is enabled.
+  depends_on = [google_project_service.apis]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -420,8 +423,6 @@ resource "google_monitoring_notification_channel" "p2p_events" {
   labels = {
     topic = google_pubsub_topic.events.id
   }
-
-  depends_on = [google_pubsub_topic_iam_member.monitoring_publishes_events]
 }
 
 resource "google_pubsub_topic_iam_member" "monitoring_publishes_events" {
@@ -429,4 +430,7 @@ resource "google_pubsub_topic_iam_member" "monitoring_publishes_events" {
   topic   = google_pubsub_topic.events.name
   role    = "roles/pubsub.publisher"
   member  = local.monitoring_notification_sa
+
+  # Cloud Monitoring creates its notification service agent with the first Pub/Sub channel.
+  depends_on = [google_monitoring_notification_channel.p2p_events]
 }
