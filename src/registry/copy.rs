@@ -296,14 +296,13 @@ impl Copier<'_> {
         if manifests.iter().any(|m| m.digest == manifest.digest) {
             return Ok(());
         }
-        // The top manifest of a fresh copy is usually absent; children of a half-done copy may
-        // not be. One HEAD per manifest saves re-walking whole platforms.
-        if depth > 0
-            && self
-                .destination
-                .head_manifest(to, manifest.digest.as_str())
-                .await?
-                .is_some()
+        // One HEAD per manifest: a half-done copy (or an image already there under another tag)
+        // has whole subtrees in place, and they need no walk.
+        if self
+            .destination
+            .head_manifest(to, manifest.digest.as_str())
+            .await?
+            .is_some()
         {
             return Ok(());
         }

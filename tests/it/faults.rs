@@ -1,0 +1,242 @@
+//! Faults registries and networks really produce. Each ends in a successful retry or a clear
+//! error, never a half-written destination tag.
+
+use std::time::Duration;
+
+use crate::support::proxy::{Fault, FaultProxy};
+use crate::support::{
+    Auth, Promoter, Registry, assert_same_bytes, free_port, report, seed, skopeo_raw, stderr,
+};
+
+struct Setup {
+    _source: Registry,
+    destination: Registry,
+    proxy: FaultProxy,
+    _work: tempfile::TempDir,
+    seeded: crate::support::Seeded,
+}
+
+/// An image in a source registry reached through the fault proxy, and an empty destination.
+async fn setup(args: &[&str]) -> Setup {
+    let source = Registry::start(Auth::None);
+    let destination = Registry::start(Auth::None);
+    let work = tempfile::tempdir().expect("temp dir");
+    let seeded = seed(
+        work.path(),
+        &format!("{}/fast-feedback/app", source.host()),
+        "1",
+        args,
+        None,
+    );
+    let proxy = FaultProxy::start(&source.host()).await;
+    Setup {
+        _source: source,
+        destination,
+        proxy,
+        _work: work,
+        seeded,
+    }
+}
+
+async fn copy_through(setup: &Setup) -> std::process::Output {
+    Promoter::new()
+        .run(&[
+            "copy",
+            &format!("{}/fast-feedback/app:1", setup.proxy.host),
+            &format!("{}/extended-test/app", setup.destination.host()),
+            "--output",
+            "json",
+        ])
+        .await
+}
+
+fn destination_tag(setup: &Setup) -> Option<Vec<u8>> {
+    skopeo_raw(
+        &format!("{}/extended-test/app:1", setup.destination.host()),
+        None,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_after_the_registry_says() {
+    let setup = setup(&[]).await;
+    setup.proxy.inject(
+        "GET",
+        "/blobs/sha256:",
+        Fault::Status {
+            status: 429,
+            retry_after: Some(1),
+        },
+        1,
+    );
+    report(&copy_through(&setup).await);
+    let seen = setup.proxy.seen();
+    let throttled = seen
+        .iter()
+        .position(|s| s.faulted)
+        .expect("the fault fired");
+    let retry = seen[throttled + 1..]
+        .iter()
+        .find(|s| s.path == seen[throttled].path)
+        .expect("retried");
+    assert!(
+        retry.at.duration_since(seen[throttled].at) >= Duration::from_millis(950),
+        "Retry-After: 1 was not honoured"
+    );
+    assert_same_bytes(
+        &format!("{}/fast-feedback/app", setup.proxy.host),
+        &format!("{}/extended-test/app", setup.destination.host()),
+        &["1".into()],
+        None,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_or_a_dropped_connection_mid_blob_is_retried() {
+    let setup = setup(&["--layer-size", "1048576"]).await;
+    setup.proxy.inject(
+        "GET",
+        "/blobs/sha256:",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        2,
+    );
+    setup.proxy.inject(
+        "GET",
+        "/blobs/sha256:",
+        Fault::CutBody { after: 300_000 },
+        2,
+    );
+    let json = report(&copy_through(&setup).await);
+    assert_eq!(json["blobs_copied"], 6);
+    assert_eq!(setup.proxy.seen().iter().filter(|s| s.faulted).count(), 4);
+    assert_same_bytes(
+        &format!("{}/fast-feedback/app", setup.proxy.host),
+        &format!("{}/extended-test/app", setup.destination.host()),
+        &["1".into()],
+        None,
+    );
+    // bytes_copied counts what landed, not the attempts that broke.
+    let layers: u64 = 4 * 1_048_576;
+    let bytes = json["bytes_copied"].as_u64().expect("a number");
+    assert!(
+        bytes >= layers && bytes < layers + 10_000,
+        "bytes_copied {bytes}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_is_named_in_the_error() {
+    let setup = setup(&[]).await;
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let output = Promoter::new()
+        .run(&[
+            "copy",
+            &format!("{}/fast-feedback/app:1", setup.proxy.host),
+            &format!("{nowhere}/extended-test/app"),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&nowhere) && message.contains("unreachable"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_pointing_at_a_missing_blob_fails_without_a_destination_tag() {
+    let setup = setup(&[]).await;
+    let index: serde_json::Value = serde_json::from_slice(
+        &skopeo_raw(&format!("{}/fast-feedback/app:1", setup.proxy.host), None).expect("seeded"),
+    )
+    .expect("json");
+    let platform = index["manifests"][1]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &skopeo_raw(
+            &format!("{}/fast-feedback/app@{platform}", setup.proxy.host),
+            None,
+        )
+        .expect("platform"),
+    )
+    .expect("json");
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer digest");
+    setup._source.lose_blob(layer);
+
+    let output = copy_through(&setup).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(layer) || stderr(&output).contains("blob"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        destination_tag(&setup).is_none(),
+        "a half-copied image must not be tagged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_resumes_moving_only_what_is_missing() {
+    let setup = setup(&["--sign"]).await;
+    let proxy = FaultProxy::start(&setup.destination.host()).await;
+    // The destination refuses the tag for longer than the retries last.
+    proxy.inject(
+        "PUT",
+        "/manifests/1",
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        50,
+    );
+    let source = format!("{}/fast-feedback/app:1", setup.proxy.host);
+    let failed = Promoter::new()
+        .run(&[
+            "copy",
+            &source,
+            &format!("{}/extended-test/app", proxy.host),
+        ])
+        .await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stderr(&failed).contains("503"), "{}", stderr(&failed));
+    assert!(destination_tag(&setup).is_none());
+
+    let json = report(
+        &Promoter::new()
+            .run(&[
+                "copy",
+                &source,
+                &format!("{}/extended-test/app", setup.destination.host()),
+                "--output",
+                "json",
+            ])
+            .await,
+    );
+    assert_eq!(
+        json["blobs_copied"], 0,
+        "every blob of the image was already there"
+    );
+    assert_eq!(json["blobs_skipped"], json["blobs_total"]);
+    assert_eq!(
+        json["referrers_copied"], 1,
+        "the signature was not reached the first time"
+    );
+    assert_eq!(
+        json["manifests"], 0,
+        "the platform manifests were already there"
+    );
+    assert_same_bytes(
+        &format!("{}/fast-feedback/app", setup.proxy.host),
+        &format!("{}/extended-test/app", setup.destination.host()),
+        &["1".into(), setup.seeded.signature_tag()],
+        None,
+    );
+}

@@ -1,0 +1,236 @@
+//! Identity (DESIGN.md §4): docker config basic auth, and the whole Google chain — metadata
+//! server → access token → `oauth2accesstoken` at the registry's token realm → a JWT the real
+//! registry verifies.
+
+use std::sync::Arc;
+
+use crate::support::google::{MetadataServer, TokenRealm, accept_only};
+use crate::support::{Auth, Promoter, Registry, assert_same_bytes, report, seed, stderr};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_comes_from_docker_config_and_its_absence_is_explained() {
+    let registry = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "s3cret-pass".into(),
+    });
+    let work = tempfile::tempdir().expect("temp dir");
+    let host = registry.host();
+    seed(
+        work.path(),
+        &format!("{host}/fast-feedback/app"),
+        "1",
+        &[],
+        Some("ci:s3cret-pass"),
+    );
+
+    let args = [
+        "promote",
+        "app:1",
+        "--source-registry",
+        &host,
+        "--source-stage",
+        "fast-feedback",
+        "--dest-registry",
+        &host,
+        "--dest-stage",
+        "prod",
+        "--output",
+        "json",
+    ];
+    let anonymous = Promoter::new().run(&args).await;
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(
+        stderr(&anonymous).contains("anonymous") && stderr(&anonymous).contains(&host),
+        "{}",
+        stderr(&anonymous)
+    );
+
+    let auth = base64_encode("ci:s3cret-pass");
+    let promoter =
+        Promoter::new().docker_config(serde_json::json!({"auths": {host.clone(): {"auth": auth}}}));
+    report(&promoter.run(&args).await);
+    assert_same_bytes(
+        &format!("{host}/fast-feedback/app"),
+        &format!("{host}/prod/app"),
+        &["1".into()],
+        Some("ci:s3cret-pass"),
+    );
+}
+
+/// A registry in Artifact Registry's manner: token auth whose realm accepts
+/// `oauth2accesstoken:<token>` for the tokens `accept` approves.
+async fn token_registry(
+    dir: &std::path::Path,
+    realm_host: &str,
+    accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> (Registry, TokenRealm) {
+    let (realm, url, cert) = TokenRealm::start(dir, accept).await;
+    let url = url.replace("127.0.0.1", realm_host);
+    let registry = Registry::start(Auth::Token {
+        realm: url,
+        service: realm.service.clone(),
+        issuer: realm.issuer.clone(),
+        cert,
+    });
+    (registry, realm)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_default_credentials_flow_from_the_metadata_server_to_the_registry() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let (metadata, metadata_address) = MetadataServer::start().await;
+    let issued = metadata.clone();
+    let accept =
+        move |token: &str| token == "seed-token" || issued.issued().iter().any(|t| t == token);
+    let (registry, realm) = token_registry(work.path(), "127.0.0.1", accept).await;
+    let host = registry.host();
+    let creds = "oauth2accesstoken:seed-token";
+    let seeded = seed(
+        work.path(),
+        &format!("{host}/fast-feedback/app"),
+        "1.2.4",
+        &["--sign"],
+        Some(creds),
+    );
+
+    // `gcloud auth configure-docker HOST` hands the host to the gcloud helper: promoter then
+    // uses Application Default Credentials, here the metadata server as on Cloud Run.
+    let promoter = Promoter::new()
+        .env("GCE_METADATA_HOST", metadata_address.to_string())
+        .docker_config(serde_json::json!({"credHelpers": {host.clone(): "gcloud"}}));
+    let json = report(
+        &promoter
+            .run(&[
+                "promote",
+                "app:1.2.4",
+                "--source-registry",
+                &host,
+                "--source-stage",
+                "fast-feedback",
+                "--dest-registry",
+                &host,
+                "--dest-stage",
+                "extended-test",
+                "--output",
+                "json",
+            ])
+            .await,
+    );
+    assert_eq!(json["digest"], seeded.digest);
+    assert_eq!(
+        json["bytes_copied"], 0,
+        "mounted across repositories under one token"
+    );
+    assert_same_bytes(
+        &format!("{host}/fast-feedback/app"),
+        &format!("{host}/extended-test/app"),
+        &["1.2.4".into(), seeded.signature_tag()],
+        Some(creds),
+    );
+
+    let tokens = metadata.issued();
+    assert!(
+        !tokens.is_empty(),
+        "the access token must come from the metadata server"
+    );
+    let promoter_requests: Vec<_> = realm
+        .seen()
+        .into_iter()
+        .filter(|r| r.password.as_deref() != Some("seed-token"))
+        .collect();
+    assert!(!promoter_requests.is_empty());
+    for request in &promoter_requests {
+        assert_eq!(request.username.as_deref(), Some("oauth2accesstoken"));
+        assert!(
+            tokens.contains(request.password.as_ref().expect("a token")),
+            "the realm must get the metadata token"
+        );
+    }
+    assert!(
+        promoter_requests.iter().any(|r| r
+            .scopes
+            .contains(&"repository:extended-test/app:pull,push".to_owned())
+            && r.scopes
+                .contains(&"repository:fast-feedback/app:pull".to_owned())),
+        "the destination token must cover the mount's source: {promoter_requests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_from_the_environment_are_used_per_side_and_never_printed() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let (registry, _realm) = token_registry(
+        work.path(),
+        "127.0.0.1",
+        accept_only(&["seed-token", "source-token", "dest-token"]),
+    )
+    .await;
+    let host = registry.host();
+    seed(
+        work.path(),
+        &format!("{host}/a/app"),
+        "1",
+        &[],
+        Some("oauth2accesstoken:seed-token"),
+    );
+
+    let ok = Promoter::new()
+        .env("SOURCE_ACCESS_TOKEN", "source-token")
+        .env("DEST_ACCESS_TOKEN", "dest-token")
+        .run(&[
+            "copy",
+            &format!("{host}/a/app:1"),
+            &format!("{host}/b/app"),
+            "--output",
+            "json",
+        ])
+        .await;
+    report(&ok);
+
+    let refused = Promoter::new()
+        .env("SOURCE_ACCESS_TOKEN", "source-token")
+        .env("DEST_ACCESS_TOKEN", "expired-secret-token")
+        .env("RUST_LOG", "debug")
+        .run(&["copy", &format!("{host}/a/app:1"), &format!("{host}/c/app")])
+        .await;
+    assert_eq!(refused.status.code(), Some(1));
+    let printed = format!(
+        "{}{}",
+        stderr(&refused),
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    assert!(
+        printed.contains("refused") && printed.contains(&host),
+        "{printed}"
+    );
+    for secret in ["expired-secret-token", "source-token"] {
+        assert!(!printed.contains(secret), "a token was printed: {printed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_withheld_from_a_token_realm_on_another_host() {
+    let work = tempfile::tempdir().expect("temp dir");
+    // The registry is reached as 127.0.0.1 but sends clients to a realm named `localhost`.
+    let (registry, realm) =
+        token_registry(work.path(), "localhost", accept_only(&["seed-token"])).await;
+    let host = registry.host();
+    let seed_realm = Arc::new(realm);
+    let output = Promoter::new()
+        .env("SOURCE_ACCESS_TOKEN", "seed-token")
+        .env("DEST_ACCESS_TOKEN", "seed-token")
+        .run(&["copy", &format!("{host}/a/app:1"), &format!("{host}/b/app")])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    let seen = seed_realm.seen();
+    assert!(!seen.is_empty(), "the realm was asked");
+    assert!(
+        seen.iter().all(|r| r.password.is_none()),
+        "a credential reached another host: {seen:?}"
+    );
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
