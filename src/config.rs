@@ -61,3 +61,30 @@ pub fn insecure_registries() -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The gRPC endpoint of the Pub/Sub emulator or fake named by `PUBSUB_EMULATOR_HOST`.
+///
+/// The variable holds `HOST:PORT` (the gcloud emulator convention); the Rust client wants a URL,
+/// and `http://` is what makes it speak plaintext gRPC instead of TLS.
+pub fn pubsub_emulator_endpoint() -> Option<String> {
+    var(PUBSUB_EMULATOR_HOST).map(|host| endpoint_from_host(&host))
+}
+
+fn endpoint_from_host(host: &str) -> String {
+    if host.starts_with("http://") || host.starts_with("https://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_from_host;
+
+    #[test]
+    fn emulator_host_becomes_a_plaintext_url() {
+        assert_eq!(endpoint_from_host("127.0.0.1:8085"), "http://127.0.0.1:8085");
+        assert_eq!(endpoint_from_host("http://h:1"), "http://h:1");
+    }
+}

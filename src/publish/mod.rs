@@ -1,0 +1,3 @@
+//! Outbound events: what promoter announces on `PROMOTER_EVENTS_TOPIC` (DESIGN.md §5).
+
+pub mod pubsub;
