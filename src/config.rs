@@ -38,6 +38,8 @@ pub const PROMOTER_PUSH_SERVICE_ACCOUNTS: &str = "PROMOTER_PUSH_SERVICE_ACCOUNTS
 pub const PROMOTER_JWKS_URL: &str = "PROMOTER_JWKS_URL";
 /// Set by Cloud Run: the service's name, used as the source of outbound events.
 pub const K_SERVICE: &str = "K_SERVICE";
+/// The Google Cloud project, for trace correlation in logs.
+pub const GOOGLE_CLOUD_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
 /// Log filter (tracing's `EnvFilter` syntax).
 pub const RUST_LOG: &str = "RUST_LOG";
 
@@ -84,7 +86,10 @@ mod tests {
 
     #[test]
     fn emulator_host_becomes_a_plaintext_url() {
-        assert_eq!(endpoint_from_host("127.0.0.1:8085"), "http://127.0.0.1:8085");
+        assert_eq!(
+            endpoint_from_host("127.0.0.1:8085"),
+            "http://127.0.0.1:8085"
+        );
         assert_eq!(endpoint_from_host("http://h:1"), "http://h:1");
     }
 }

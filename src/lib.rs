@@ -8,8 +8,11 @@
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod evidence;
 pub mod http;
 pub mod promote;
 pub mod publish;
 pub mod pull;
 pub mod registry;
+pub mod rules;
+pub mod telemetry;

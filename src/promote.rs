@@ -1,6 +1,9 @@
-//! The one orchestrator that the command line and the service both call: given a source, a
-//! destination and the identity for each side, resolve credentials for this job and run the
-//! exact-copy engine.
+//! The one orchestrator that the command line and the service both call.
+//!
+//! [`copy`] runs one copy job with the identities resolved for it. [`Service`] takes a signal,
+//! finds its stage with the pipeline (`rules`), records it next to the image (`evidence`),
+//! evaluates the gates of the promotions it may open, copies, records the promotion, and
+//! announces the outcome (`publish`).
 
 use std::sync::Arc;
 
@@ -53,4 +56,889 @@ pub async fn copy(
         progress,
     };
     copier.copy(&job.source, &job.destination).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service: a signal in, a decision out (DESIGN.md §5).
+// ---------------------------------------------------------------------------------------------
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::events::{Delivery, EventsError, RawSignal, SignalKind};
+use crate::evidence::{self, EvidenceError, PromotionRecord, SignalRecord, StageRecords};
+use crate::publish::{self, EventPublisher, EvidenceRecord, PublishError, TriggerRecord};
+use crate::registry::manifest::Descriptor;
+use crate::registry::{Digest, RegistryClient, Repository, Tag};
+use crate::rules::{self, Gate, Located, Pipeline, Promotion, RulesError};
+use std::future::Future;
+
+/// What the service decided about a signal: the `decision` of DESIGN.md §5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Promoted,
+    AlreadyPromoted,
+    Pending,
+    Recorded,
+    Rejected,
+    Ignored,
+}
+
+impl Decision {
+    /// Which decision speaks for a request that carried several signals (lowest first).
+    pub fn rank(self) -> u8 {
+        match self {
+            Decision::Promoted => 0,
+            Decision::AlreadyPromoted => 1,
+            Decision::Pending => 2,
+            Decision::Recorded => 3,
+            Decision::Rejected => 4,
+            Decision::Ignored => 5,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Promoted => "promoted",
+            Decision::AlreadyPromoted => "already-promoted",
+            Decision::Pending => "pending",
+            Decision::Recorded => "recorded",
+            Decision::Rejected => "rejected",
+            Decision::Ignored => "ignored",
+        }
+    }
+}
+
+/// The answer to one signal.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_stage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_stage: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyReport>,
+}
+
+impl Outcome {
+    /// A rejection with nothing known but the reason.
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Outcome::new(Decision::Rejected, reason)
+    }
+
+    fn new(decision: Decision, reason: impl Into<String>) -> Self {
+        Outcome {
+            decision,
+            reason: reason.into(),
+            event_id: None,
+            image: None,
+            digest: None,
+            from_stage: None,
+            to_stage: None,
+            missing: Vec::new(),
+            not_before: None,
+            copy: None,
+        }
+    }
+}
+
+/// Why a signal could not be handled. Each variant says whether a retry can help; exactly one
+/// place (`http::ack`) turns that into a status code or an ack.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    /// The signal is wrong or the rules refuse it; retrying the same signal cannot help.
+    #[error("{reason}")]
+    Rejected {
+        reason: String,
+        outcome: Box<Outcome>,
+    },
+    /// A registry failed.
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    /// Recording or reading evidence failed.
+    #[error("{0}")]
+    Evidence(#[from] EvidenceError),
+    /// Publishing the outcome failed.
+    #[error("publishing to {topic}: {source}")]
+    Publish { topic: String, source: PublishError },
+}
+
+impl PromoteError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PromoteError::Rejected { .. } => false,
+            PromoteError::Registry(e) => e.is_transient(),
+            PromoteError::Evidence(e) => e.is_transient(),
+            PromoteError::Publish { source, .. } => source.is_transient(),
+        }
+    }
+
+    fn rejected(reason: impl Into<String>, outcome: Outcome) -> Self {
+        let reason = reason.into();
+        PromoteError::Rejected {
+            outcome: Box::new(Outcome {
+                decision: Decision::Rejected,
+                reason: reason.clone(),
+                ..outcome
+            }),
+            reason,
+        }
+    }
+}
+
+/// Everything the service needs, built once at start-up.
+pub struct Service {
+    pub pipeline: Pipeline,
+    pub transport: Transport,
+    /// The service's own identity, on both sides of every copy.
+    pub identity: IdentityChoice,
+    /// Who promotions are recorded as having been done by, found on first use.
+    identity_name: tokio::sync::OnceCell<String>,
+    pub publisher: Option<EventPublisher>,
+    /// `//promoter/{K_SERVICE or hostname}`.
+    pub event_source: String,
+    /// One promotion of a digest into a repository at a time in this process: concurrent
+    /// duplicate deliveries wait and then find it already promoted.
+    in_flight: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Service {
+    pub fn new(
+        pipeline: Pipeline,
+        transport: Transport,
+        identity: IdentityChoice,
+        publisher: Option<EventPublisher>,
+        event_source: String,
+    ) -> Self {
+        Service {
+            pipeline,
+            transport,
+            identity,
+            identity_name: tokio::sync::OnceCell::new(),
+            publisher,
+            event_source,
+            in_flight: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Handles one signal. Final failures are announced as `promotion-rejected`.
+    pub async fn handle(&self, signal: &RawSignal) -> Result<Outcome, PromoteError> {
+        let result = self.decide(signal).await;
+        if let Err(error) = &result
+            && !error.is_transient()
+        {
+            let outcome = match error {
+                PromoteError::Rejected { outcome, .. } => Some(outcome),
+                _ => None,
+            };
+            let announcement = publish::Rejected {
+                image: Some(signal.image.clone()),
+                digest: outcome
+                    .and_then(|o| o.digest.clone())
+                    .or_else(|| signal.digest.clone()),
+                from_stage: outcome.and_then(|o| o.from_stage.clone()),
+                to_stage: outcome.and_then(|o| o.to_stage.clone()),
+                trigger: trigger_of(signal),
+                reason: error.to_string(),
+            };
+            self.announce_rejection(&announcement).await?;
+        }
+        result
+    }
+
+    /// The service account on Cloud Run (from the metadata server), else the host's name.
+    async fn identity_name(&self) -> String {
+        self.identity_name
+            .get_or_init(|| async {
+                match metadata_service_account().await {
+                    Some(email) => format!("serviceAccount:{email}"),
+                    None => format!(
+                        "ambient identity of {}",
+                        publish::event_source().trim_start_matches("//promoter/")
+                    ),
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Announces a message that could not even be read (acked, so it must not vanish silently).
+    pub async fn reject_malformed(&self, error: &EventsError) -> Result<(), PromoteError> {
+        let (id, source) = match error.delivery() {
+            Delivery::PubSub {
+                message_id,
+                subscription,
+                ..
+            } => (
+                message_id.clone(),
+                subscription.clone().unwrap_or_else(|| "//pubsub".into()),
+            ),
+            Delivery::Direct => return Ok(()),
+        };
+        let announcement = publish::Rejected {
+            image: None,
+            digest: None,
+            from_stage: None,
+            to_stage: None,
+            trigger: TriggerRecord {
+                event_type: "unreadable".into(),
+                id,
+                source,
+            },
+            reason: error.to_string(),
+        };
+        self.announce_rejection(&announcement).await
+    }
+
+    async fn announce_rejection(
+        &self,
+        announcement: &publish::Rejected,
+    ) -> Result<(), PromoteError> {
+        let Some(publisher) = &self.publisher else {
+            return Ok(());
+        };
+        let event = announcement
+            .to_event(&self.event_source, Utc::now())
+            .map_err(|source| PromoteError::Publish {
+                topic: publisher.topic().to_owned(),
+                source,
+            })?;
+        publisher
+            .publish_event(&event)
+            .await
+            .map(|_| ())
+            .map_err(|source| PromoteError::Publish {
+                topic: publisher.topic().to_owned(),
+                source,
+            })
+    }
+
+    async fn decide(&self, signal: &RawSignal) -> Result<Outcome, PromoteError> {
+        let mut base = Outcome::new(Decision::Recorded, "");
+        base.event_id = Some(signal.event_id.clone());
+        base.image = Some(signal.image.clone());
+        let located = self
+            .pipeline
+            .locate(&signal.image, signal.stage.as_deref())
+            .map_err(|e: RulesError| PromoteError::rejected(e.to_string(), base.clone()))?;
+        base.from_stage = Some(located.stage.to_string());
+        match signal.kind {
+            SignalKind::AlertFiring | SignalKind::AlertClear => {
+                self.decide_alert(signal, &located, base).await
+            }
+            _ => self.decide_digest_signal(signal, &located, base).await,
+        }
+    }
+
+    fn client(
+        &self,
+        repository: &Repository,
+        scopes: Vec<String>,
+    ) -> impl Future<Output = Result<RegistryClient, RegistryError>> {
+        let identity = self.identity.clone();
+        let transport = self.transport.clone();
+        let registry = repository.registry.clone();
+        async move {
+            let credential = identity.resolve(&registry).await?;
+            Ok(transport.client(registry, credential, scopes))
+        }
+    }
+
+    /// test-passed, test-failed, soak-complete: about one digest in one stage.
+    async fn decide_digest_signal(
+        &self,
+        signal: &RawSignal,
+        located: &Located,
+        mut base: Outcome,
+    ) -> Result<Outcome, PromoteError> {
+        let given_digest = match &signal.digest {
+            Some(text) => Some(Digest::try_from(text.as_str()).map_err(|e| {
+                PromoteError::rejected(format!("event {}: {e}", signal.event_id), base.clone())
+            })?),
+            None => None,
+        };
+        let digest = match (&located.digest, &given_digest) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(PromoteError::rejected(
+                    format!(
+                        "event {}: image {} and data.digest {b} disagree",
+                        signal.event_id, signal.image
+                    ),
+                    base,
+                ));
+            }
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        if located.tag.is_none() && digest.is_none() {
+            return Err(PromoteError::rejected(
+                format!(
+                    "event {}: image {} names no tag or digest",
+                    signal.event_id, signal.image
+                ),
+                base,
+            ));
+        }
+        let stage_client = self
+            .client(
+                &located.repository,
+                vec![client_scope(&located.repository, "pull,push")],
+            )
+            .await?;
+        // Resolve what the event names in the stage it names: the digest, and the tag's.
+        let (digest, subject) = resolve_in_stage(
+            &stage_client,
+            located,
+            digest.as_ref(),
+            &signal.event_id,
+            &base,
+        )
+        .await?;
+        base.digest = Some(digest.to_string());
+
+        let record = SignalRecord {
+            kind: signal.kind.as_str().into(),
+            event_id: signal.event_id.clone(),
+            event_source: signal.event_source.clone(),
+            event_type: signal.event_type.clone(),
+            time: signal.time.unwrap_or_else(Utc::now),
+            repository: located.repository.to_string(),
+            stage: located.stage.to_string(),
+            digest: Some(digest.to_string()),
+            tag: located.tag.as_ref().map(|t| t.to_string()),
+        };
+        evidence::record_signal(
+            &stage_client,
+            &located.repository,
+            Some((&digest, &subject)),
+            signal.kind,
+            &record,
+        )
+        .await?;
+
+        let promotions = self
+            .pipeline
+            .triggered_by(located.stage.as_str(), signal.kind);
+        if promotions.is_empty() {
+            base.reason = format!(
+                "{} recorded for {digest} in {}; no promotion out of {} uses it",
+                signal.kind, located.stage, located.stage
+            );
+            return Ok(base);
+        }
+        let records = evidence::load(&stage_client, &located.repository).await?;
+        let mut outcomes = Vec::new();
+        for promotion in promotions {
+            outcomes.push(
+                self.evaluate_and_promote(
+                    signal,
+                    located,
+                    &stage_client,
+                    &records,
+                    promotion,
+                    &digest,
+                    located.tag.clone(),
+                    base.clone(),
+                )
+                .await?,
+            );
+        }
+        Ok(most_significant(outcomes))
+    }
+
+    /// alert-firing, alert-clear: about the image in a stage, whatever its digest.
+    async fn decide_alert(
+        &self,
+        signal: &RawSignal,
+        located: &Located,
+        mut base: Outcome,
+    ) -> Result<Outcome, PromoteError> {
+        let stage_client = self
+            .client(
+                &located.repository,
+                vec![client_scope(&located.repository, "pull,push")],
+            )
+            .await?;
+        let record = SignalRecord {
+            kind: signal.kind.as_str().into(),
+            event_id: signal.event_id.clone(),
+            event_source: signal.event_source.clone(),
+            event_type: signal.event_type.clone(),
+            time: signal.time.unwrap_or_else(Utc::now),
+            repository: located.repository.to_string(),
+            stage: located.stage.to_string(),
+            digest: None,
+            tag: None,
+        };
+        evidence::record_signal(
+            &stage_client,
+            &located.repository,
+            None,
+            signal.kind,
+            &record,
+        )
+        .await?;
+        let promotions = self
+            .pipeline
+            .triggered_by(located.stage.as_str(), signal.kind);
+        if signal.kind == SignalKind::AlertFiring || promotions.is_empty() {
+            base.reason = format!(
+                "{} recorded for {} in {}",
+                signal.kind, located.repository, located.stage
+            );
+            return Ok(base);
+        }
+        // The alert cleared: every digest waiting in this stage may now be free to go.
+        let records = evidence::load(&stage_client, &located.repository).await?;
+        let mut outcomes = Vec::new();
+        for promotion in promotions {
+            let Some(to_stage) = self.pipeline.stage(promotion.to().as_str()) else {
+                continue;
+            };
+            let destination = to_stage
+                .repository(&located.image_name)
+                .map_err(|e| PromoteError::rejected(e.to_string(), base.clone()))?;
+            let destination_client = self
+                .client(&destination, vec![client_scope(&destination, "pull")])
+                .await?;
+            let already = evidence::load(&destination_client, &destination).await?;
+            for digest in records.by_digest.keys() {
+                if already.promoted_at.contains_key(digest) {
+                    continue;
+                }
+                let tag = self
+                    .tag_of(&stage_client, located, &records, digest)
+                    .await?;
+                let mut candidate = base.clone();
+                candidate.digest = Some(digest.to_string());
+                outcomes.push(
+                    self.evaluate_and_promote(
+                        signal,
+                        located,
+                        &stage_client,
+                        &records,
+                        promotion,
+                        digest,
+                        tag,
+                        candidate,
+                    )
+                    .await?,
+                );
+            }
+        }
+        if outcomes.is_empty() {
+            base.reason = format!(
+                "{} recorded for {}; no digest in {} is waiting",
+                signal.kind, located.repository, located.stage
+            );
+            return Ok(base);
+        }
+        Ok(most_significant(outcomes))
+    }
+
+    /// The version tag a digest was named by in its signals.
+    async fn tag_of(
+        &self,
+        client: &RegistryClient,
+        located: &Located,
+        records: &StageRecords,
+        digest: &Digest,
+    ) -> Result<Option<Tag>, PromoteError> {
+        for recorded in records.for_digest(digest).iter().rev() {
+            if let Some(record) =
+                evidence::read_signal(client, &located.repository, &recorded.tag).await?
+                && let Some(tag) = record.tag.as_deref().and_then(|t| Tag::try_from(t).ok())
+            {
+                return Ok(Some(tag));
+            }
+        }
+        Ok(None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate_and_promote(
+        &self,
+        signal: &RawSignal,
+        located: &Located,
+        stage_client: &RegistryClient,
+        records: &StageRecords,
+        promotion: &Promotion,
+        digest: &Digest,
+        tag: Option<Tag>,
+        mut base: Outcome,
+    ) -> Result<Outcome, PromoteError> {
+        base.to_stage = Some(promotion.to().to_string());
+        let evidence = rules::Evidence {
+            digest_signals: records
+                .for_digest(digest)
+                .iter()
+                .map(to_rule_record)
+                .collect(),
+            alert_signals: records.alerts.iter().map(to_rule_record).collect(),
+            entered_stage_at: records.promoted_at.get(digest).copied(),
+        };
+        match rules::evaluate(promotion, &evidence, Utc::now()) {
+            Gate::Open { satisfied_by } => {
+                self.promote(
+                    signal,
+                    located,
+                    stage_client,
+                    promotion,
+                    digest,
+                    tag,
+                    &satisfied_by,
+                    base,
+                )
+                .await
+            }
+            Gate::Pending {
+                missing,
+                not_before,
+                entry_time_unknown,
+            } => {
+                base.decision = Decision::Pending;
+                base.missing = missing.iter().map(|k| k.to_string()).collect();
+                base.not_before = not_before;
+                base.reason =
+                    pending_reason(promotion, &base.missing, not_before, entry_time_unknown);
+                Ok(base)
+            }
+            Gate::Blocked { by } => {
+                let reason = format!(
+                    "promotion {} -> {} of {digest} is blocked by {} (recorded {})",
+                    promotion.from(),
+                    promotion.to(),
+                    by.kind,
+                    by.time.to_rfc3339()
+                );
+                if by.kind == SignalKind::TestFailed {
+                    // A failed test blocks the digest for good.
+                    return Err(PromoteError::rejected(reason, base));
+                }
+                base.decision = Decision::Pending;
+                base.reason = reason;
+                Ok(base)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn promote(
+        &self,
+        signal: &RawSignal,
+        located: &Located,
+        stage_client: &RegistryClient,
+        promotion: &Promotion,
+        digest: &Digest,
+        tag: Option<Tag>,
+        satisfied_by: &[rules::Record],
+        mut base: Outcome,
+    ) -> Result<Outcome, PromoteError> {
+        let Some(to_stage) = self.pipeline.stage(promotion.to().as_str()) else {
+            return Err(PromoteError::rejected(
+                format!("stage {} is not configured", promotion.to()),
+                base,
+            ));
+        };
+        let destination_repository = to_stage
+            .repository(&located.image_name)
+            .map_err(|e| PromoteError::rejected(e.to_string(), base.clone()))?;
+        let source = ImageRef {
+            repository: located.repository.clone(),
+            tag: tag.clone(),
+            digest: Some(digest.clone()),
+        };
+        let destination = ImageRef {
+            repository: destination_repository.clone(),
+            tag,
+            digest: None,
+        };
+
+        let lock = {
+            let mut in_flight = self.in_flight.lock().await;
+            in_flight
+                .entry(format!("{destination_repository}@{digest}"))
+                .or_default()
+                .clone()
+        };
+        let _guard = lock.lock().await;
+
+        let job = CopyJob {
+            source: source.clone(),
+            destination: destination.clone(),
+            source_identity: self.identity.clone(),
+            destination_identity: self.identity.clone(),
+            options: CopyOptions::default(),
+        };
+        let report = copy(&self.transport, &job, Arc::new(Progress::default()))
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    PromoteError::Registry(e)
+                } else {
+                    PromoteError::rejected(e.to_string(), base.clone())
+                }
+            })?;
+
+        let mut evidence_items = Vec::new();
+        for record in satisfied_by {
+            let full = match &record.event_id {
+                tag if tag.contains(".p2p.") || tag.starts_with("p2p.") => {
+                    evidence::read_signal(stage_client, &located.repository, tag).await?
+                }
+                _ => None,
+            };
+            evidence_items.push(EvidenceRecord {
+                kind: record.kind.to_string(),
+                id: full
+                    .as_ref()
+                    .map(|f| f.event_id.clone())
+                    .unwrap_or_else(|| record.event_id.clone()),
+                time: record.time,
+            });
+        }
+        let trigger = trigger_of(signal);
+        let destination_client = self
+            .client(
+                &destination_repository,
+                vec![client_scope(&destination_repository, "pull,push")],
+            )
+            .await?;
+        let already_recorded = evidence::load(&destination_client, &destination_repository)
+            .await?
+            .promoted_at
+            .contains_key(digest);
+        if !already_recorded {
+            let subject = destination_client
+                .head_descriptor(&destination_repository, digest.as_str())
+                .await?
+                .map(|(_, d)| d)
+                .ok_or_else(|| {
+                    PromoteError::rejected(
+                        format!("{destination} vanished after the copy"),
+                        base.clone(),
+                    )
+                })?;
+            let record = PromotionRecord {
+                image: destination.to_string(),
+                digest: digest.to_string(),
+                source_image: source.to_string(),
+                from_stage: promotion.from().to_string(),
+                to_stage: promotion.to().to_string(),
+                trigger: trigger.clone(),
+                evidence: evidence_items.clone(),
+                identity: self.identity_name().await,
+                time: Utc::now(),
+            };
+            evidence::record_promotion(
+                &destination_client,
+                &destination_repository,
+                digest,
+                &subject,
+                &record,
+            )
+            .await?;
+        }
+
+        let announcement = publish::Promoted {
+            image: destination.to_string(),
+            digest: digest.to_string(),
+            source_image: source.to_string(),
+            from_stage: promotion.from().to_string(),
+            to_stage: promotion.to().to_string(),
+            trigger,
+            evidence: evidence_items,
+            copy: report.clone(),
+            destination_repository: destination_repository.to_string(),
+        };
+        if let Some(publisher) = &self.publisher {
+            let event = announcement
+                .to_event(&self.event_source, Utc::now())
+                .map_err(|source| PromoteError::Publish {
+                    topic: publisher.topic().to_owned(),
+                    source,
+                })?;
+            publisher
+                .publish_event(&event)
+                .await
+                .map_err(|source| PromoteError::Publish {
+                    topic: publisher.topic().to_owned(),
+                    source,
+                })?;
+        }
+        base.decision = if report.already_present && already_recorded {
+            Decision::AlreadyPromoted
+        } else {
+            Decision::Promoted
+        };
+        base.reason = match base.decision {
+            Decision::AlreadyPromoted => format!("{destination} already holds {digest}"),
+            _ => format!("promoted {source} to {destination}"),
+        };
+        base.image = Some(destination.to_string());
+        base.copy = Some(report);
+        Ok(base)
+    }
+}
+
+fn client_scope(repository: &Repository, actions: &str) -> String {
+    scope(repository, actions)
+}
+
+fn to_rule_record(recorded: &evidence::Recorded) -> rules::Record {
+    rules::Record {
+        kind: recorded.kind,
+        event_id: recorded.tag.clone(),
+        time: recorded.time,
+    }
+}
+
+fn trigger_of(signal: &RawSignal) -> TriggerRecord {
+    TriggerRecord {
+        event_type: signal.event_type.clone(),
+        id: signal.event_id.clone(),
+        source: signal.event_source.clone(),
+    }
+}
+
+fn pending_reason(
+    promotion: &Promotion,
+    missing: &[String],
+    not_before: Option<DateTime<Utc>>,
+    entry_time_unknown: bool,
+) -> String {
+    let mut parts = Vec::new();
+    if entry_time_unknown {
+        parts.push(format!(
+            "no record of when the digest entered {}, so its minimum time there cannot be checked",
+            promotion.from()
+        ));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("waiting for {}", missing.join(", ")));
+    }
+    if let Some(time) = not_before {
+        parts.push(format!(
+            "minimum time in {} ends at {}",
+            promotion.from(),
+            time.to_rfc3339()
+        ));
+    }
+    format!(
+        "promotion {} -> {} pending: {}",
+        promotion.from(),
+        promotion.to(),
+        parts.join("; ")
+    )
+}
+
+/// Of several outcomes (one signal, several promotions or digests), the one to answer with.
+fn most_significant(mut outcomes: Vec<Outcome>) -> Outcome {
+    outcomes.sort_by_key(|o| o.decision.rank());
+    outcomes
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Outcome::new(Decision::Recorded, "nothing to decide"))
+}
+
+/// Finds what the event names in its stage: the digest (checked against the tag when both are
+/// given) and a descriptor of it.
+async fn resolve_in_stage(
+    client: &RegistryClient,
+    located: &Located,
+    digest: Option<&Digest>,
+    event_id: &str,
+    base: &Outcome,
+) -> Result<(Digest, Descriptor), PromoteError> {
+    let repository = &located.repository;
+    let by_tag = match &located.tag {
+        Some(tag) => Some(
+            client
+                .head_descriptor(repository, tag.as_str())
+                .await?
+                .ok_or_else(|| {
+                    PromoteError::rejected(
+                        format!(
+                            "event {event_id}: {repository}:{tag} is not in stage {}",
+                            located.stage
+                        ),
+                        base.clone(),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    match (digest, by_tag) {
+        (Some(digest), Some((tagged, descriptor))) => {
+            if &tagged != digest {
+                return Err(PromoteError::rejected(
+                    format!(
+                        "event {event_id}: {repository}:{} is {tagged}, not {digest}",
+                        located.tag.as_ref().map(Tag::as_str).unwrap_or_default()
+                    ),
+                    base.clone(),
+                ));
+            }
+            Ok((tagged, descriptor))
+        }
+        (None, Some(found)) => Ok(found),
+        (Some(digest), None) => client
+            .head_descriptor(repository, digest.as_str())
+            .await?
+            .ok_or_else(|| {
+                PromoteError::rejected(
+                    format!(
+                        "event {event_id}: {repository}@{digest} is not in stage {}",
+                        located.stage
+                    ),
+                    base.clone(),
+                )
+            }),
+        (None, None) => Err(PromoteError::rejected(
+            format!("event {event_id}: no tag or digest"),
+            base.clone(),
+        )),
+    }
+}
+
+/// The default service account's email, when a metadata server answers quickly (Cloud Run, GCE,
+/// or `GCE_METADATA_HOST` in tests).
+async fn metadata_service_account() -> Option<String> {
+    let host = crate::config::var(crate::config::GCE_METADATA_HOST).or_else(|| {
+        crate::config::var(crate::config::K_SERVICE).map(|_| "metadata.google.internal".to_owned())
+    })?;
+    let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/email");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let response = client
+        .get(url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response
+        .text()
+        .await
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
 }

@@ -1,5 +1,8 @@
-//! The command line (DESIGN.md §2): `promote` and its corectl path `p2p promote`, and `copy`.
-//! Exit status: 0 promoted or already present, 1 failure, 2 usage error.
+//! The command line (DESIGN.md §2): `promote` and its corectl path `p2p promote`, `copy`, the
+//! service (`serve`, `pull`), and the tools around it (`status`, `rules check`, `publish`).
+//! Exit status: 0 success (promoted or already present), 1 failure, 2 usage error.
+
+mod service;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -38,6 +41,41 @@ enum Command {
     },
     /// Copy one full reference to another with the same engine (like `skopeo copy --all --preserve-digests`).
     Copy(CopyArgs),
+    /// Run the HTTP service (Cloud Run); listens on $PORT (default 8080).
+    Serve,
+    /// Handle events from a Pub/Sub subscription with StreamingPull, as the service does.
+    Pull {
+        /// projects/PROJECT/subscriptions/SUBSCRIPTION
+        #[arg(long)]
+        subscription: String,
+    },
+    /// Validate a rules file (default: $PROMOTER_CONFIG, else the embedded default pipeline).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Publish an event by hand, exactly as the README's `gcloud pubsub topics publish` does.
+    Publish {
+        /// test-passed, test-failed, soak-complete, alert-firing, alert-clear (or a type ending in .NAME)
+        event_type: String,
+        /// The image the event is about (a full reference; a repository for alert events).
+        image: String,
+        /// projects/PROJECT/topics/TOPIC [default: projects/$GOOGLE_CLOUD_PROJECT/topics/p2p-events]
+        #[arg(long)]
+        topic: Option<String>,
+        /// The stage, for alert events naming a bare image.
+        #[arg(long)]
+        stage: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Validate the rules and print the effective pipeline.
+    Check {
+        /// A rules file (YAML).
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,7 +173,82 @@ fn init_cli_logging() {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let (job, output) = match build_job(cli.command) {
+    let result = match cli.command {
+        Command::Serve => service::serve().await,
+        Command::Pull { subscription } => service::pull(&subscription).await,
+        Command::Rules {
+            command: RulesCommand::Check { file },
+        } => rules_check(file),
+        Command::Publish {
+            event_type,
+            image,
+            topic,
+            stage,
+        } => publish(&event_type, &image, topic, stage).await,
+        command => return run_copy(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn rules_check(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let pipeline = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("reading rules file {}: {e}", path.display()))?;
+            crate::rules::Pipeline::from_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("rules file {}: {e}", path.display()))?
+        }
+        None => service::load_pipeline()?,
+    };
+    print!("{}", pipeline.describe());
+    Ok(())
+}
+
+async fn publish(
+    event_type: &str,
+    image: &str,
+    topic: Option<String>,
+    stage: Option<String>,
+) -> anyhow::Result<()> {
+    let topic = match topic {
+        Some(topic) => topic,
+        None => {
+            let project = config::var(config::GOOGLE_CLOUD_PROJECT).ok_or_else(|| {
+                anyhow::anyhow!("no --topic and no GOOGLE_CLOUD_PROJECT to default it from")
+            })?;
+            format!("projects/{project}/topics/p2p-events")
+        }
+    };
+    let mut data = serde_json::json!({ "image": image });
+    if let Some(stage) = stage {
+        data["stage"] = serde_json::Value::String(stage);
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    let attributes = std::collections::HashMap::from([
+        ("ce-specversion".to_owned(), "1.0".to_owned()),
+        ("ce-type".to_owned(), event_type.to_owned()),
+        ("ce-source".to_owned(), "//manual".to_owned()),
+        ("ce-id".to_owned(), id.clone()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+    ]);
+    let publisher = crate::publish::EventPublisher::from_env(&topic).await?;
+    let message_id = publisher
+        .publish(bytes::Bytes::from(data.to_string()), attributes, "")
+        .await?;
+    println!(
+        "published {event_type} for {image} to {topic}: event id {id}, message id {message_id}"
+    );
+    Ok(())
+}
+
+async fn run_copy(command: Command) -> ExitCode {
+    let (job, output) = match build_job(command) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
@@ -179,6 +292,7 @@ fn build_job(command: Command) -> Result<(CopyJob, Output), UsageError> {
             command: P2pCommand::Promote(args),
         } => promote_job(args),
         Command::Copy(args) => copy_job(args),
+        _ => Err(UsageError("not a copy command".into())),
     }
 }
 

@@ -152,7 +152,11 @@ pub fn parse_pulled_message(
         subscription: Some(subscription.to_owned()),
         publish_time,
     };
-    pubsub::parse_message(delivery, &attributes::Attributes::from_pubsub(attributes), data)
+    pubsub::parse_message(
+        delivery,
+        &attributes::Attributes::from_pubsub(attributes),
+        data,
+    )
 }
 
 /// What a request amounted to.

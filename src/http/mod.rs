@@ -1,4 +1,127 @@
-//! The HTTP service (Cloud Run): router, handlers, and the one place that maps outcomes to
-//! status codes, which for Pub/Sub deliveries are the ack.
+//! The HTTP service (Cloud Run): `POST /` for every inbound form, `GET /healthz`.
+//!
+//! Handlers are thin: authenticate, parse into signals (`events`), hand each to the orchestrator
+//! (`promote::Service`), and let `ack` turn the outcome into a status.
 
+pub mod ack;
 pub mod push_auth;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tracing::Instrument as _;
+
+use crate::events::{self, Parsed, RawSignal};
+use crate::promote::Service;
+use ack::Verdict;
+use push_auth::PushAuth;
+
+/// Request bodies over this are refused with 413 (DESIGN.md §5).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub push_auth: Arc<PushAuth>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", post(receive))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let trace = crate::telemetry::trace_id(&headers).unwrap_or_default();
+    let span = tracing::info_span!("request", trace = %trace);
+    async move {
+        let body = match body {
+            Ok(body) => body,
+            Err(rejection) => {
+                let status = rejection.status();
+                let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes")
+                } else {
+                    rejection.body_text()
+                };
+                tracing::warn!(status = status.as_u16(), detail, "request refused");
+                return ack::problem(status, "request refused", &detail);
+            }
+        };
+        if let Err(error) = state.push_auth.check(&headers).await {
+            tracing::warn!(status = error.status().as_u16(), reason = %error, "push authentication failed");
+            return ack::problem(error.status(), "push authentication failed", &error.to_string());
+        }
+        match events::parse(&headers, &body) {
+            Err(error) => {
+                tracing::warn!(reason = %error, decision = "rejected", "malformed event");
+                let announced = state.service.reject_malformed(&error).await;
+                ack::malformed(&error, announced)
+            }
+            Ok(Parsed::Ignored { reason, .. }) => {
+                tracing::info!(decision = "ignored", reason, "event ignored");
+                ack::ignored(&reason)
+            }
+            Ok(Parsed::Signals(inbound)) => {
+                let mut verdicts = Vec::with_capacity(inbound.signals.len());
+                for signal in &inbound.signals {
+                    verdicts.push(handle_logged(&state.service, signal).await);
+                }
+                ack::respond(&inbound.delivery, verdicts)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Hands one signal to the orchestrator and logs the decision (one line per decision).
+pub async fn handle_logged(service: &Service, signal: &RawSignal) -> Verdict {
+    let verdict = Verdict::of(service.handle(signal).await);
+    match &verdict {
+        Verdict::Final(outcome) => tracing::info!(
+            event_id = signal.event_id,
+            event_type = signal.event_type,
+            image = outcome.image.as_deref().unwrap_or(&signal.image),
+            digest = outcome.digest.as_deref().unwrap_or_default(),
+            from_stage = outcome.from_stage.as_deref().unwrap_or_default(),
+            to_stage = outcome.to_stage.as_deref().unwrap_or_default(),
+            decision = outcome.decision.as_str(),
+            reason = outcome.reason,
+            "decision"
+        ),
+        Verdict::Retry(reason) => tracing::warn!(
+            event_id = signal.event_id,
+            event_type = signal.event_type,
+            image = signal.image,
+            decision = "retry",
+            reason,
+            "transient failure; the signal will be redelivered"
+        ),
+    }
+    verdict
+}

@@ -4,8 +4,9 @@
 //! `*_ACCESS_TOKEN` → auth-override file → Google Application Default Credentials (Google
 //! registries, or any host that docker's `config.json` hands to the `gcloud` helper, as
 //! `gcloud auth configure-docker` sets up) → docker `config.json` (`auths`, `credHelpers`,
-//! `credsStore`) → anonymous. Google access tokens are fetched fresh for every job: they expire in
-//! about an hour and a long-lived service must not keep one.
+//! `credsStore`) → anonymous. Google access tokens are asked for at the start of every job: they
+//! expire in about an hour, so a long-lived service must never hold one beyond its life (the
+//! credentials refresh it before it expires).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -150,9 +151,17 @@ async fn google_token_from_adc(registry: &RegistryHost) -> Result<Credential, Au
         cause,
         transient,
     };
-    let credentials = google_cloud_auth::credentials::Builder::default()
-        .with_scopes([CLOUD_PLATFORM_SCOPE])
-        .build_access_token_credentials()
+    // One set of credentials per process: it caches the access token and refreshes it before it
+    // expires, so every job presents a valid token without a metadata round trip per job.
+    static ADC: tokio::sync::OnceCell<google_cloud_auth::credentials::AccessTokenCredentials> =
+        tokio::sync::OnceCell::const_new();
+    let credentials = ADC
+        .get_or_try_init(|| async {
+            google_cloud_auth::credentials::Builder::default()
+                .with_scopes([CLOUD_PLATFORM_SCOPE])
+                .build_access_token_credentials()
+        })
+        .await
         .map_err(|e| google_error(format!("no Application Default Credentials: {e}"), false))?;
     let token = credentials
         .access_token()

@@ -447,6 +447,19 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
+        Ok(self
+            .head_descriptor(repository, reference)
+            .await?
+            .map(|(digest, _)| digest))
+    }
+
+    /// What a tag or digest resolves to — digest, and a descriptor to name it as a `subject` —
+    /// without fetching the manifest. `None` when absent.
+    pub async fn head_descriptor(
+        &self,
+        repository: &Repository,
+        reference: &str,
+    ) -> Result<Option<(Digest, Descriptor)>, RegistryError> {
         let what = format!("HEAD manifest {repository}:{reference}");
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
@@ -458,19 +471,48 @@ impl RegistryClient {
         if !response.status().is_success() {
             return Err(self.error_from(&what, response).await);
         }
-        let header_digest = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::try_from(v).ok());
-        match header_digest {
-            Some(digest) => Ok(Some(digest)),
-            // Some registries omit the header on HEAD; the bytes are the truth.
-            None => Ok(self
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let digest = header("docker-content-digest").and_then(|v| Digest::try_from(v).ok());
+        let media_type =
+            header("content-type").map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let size = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        match (digest, media_type, size) {
+            (Some(digest), Some(media_type), Some(size))
+                if media_type.starts_with("application/vnd.") =>
+            {
+                let descriptor = Descriptor {
+                    media_type,
+                    digest: digest.to_string(),
+                    size,
+                    artifact_type: None,
+                    annotations: None,
+                    platform: None,
+                    urls: None,
+                };
+                Ok(Some((digest, descriptor)))
+            }
+            // Some registries omit headers on HEAD; the bytes are the truth.
+            _ => Ok(self
                 .get_manifest(repository, reference)
                 .await?
-                .map(|m| m.digest)),
+                .map(|m| (m.digest.clone(), m.descriptor()))),
         }
+    }
+
+    /// Uploads a small blob held in memory (evidence records), unless it is already there.
+    pub async fn push_blob_bytes(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> Result<(), RegistryError> {
+        if self.blob_exists(repository, digest).await? {
+            return Ok(());
+        }
+        let location = self.start_upload(repository).await?;
+        let size = bytes.len() as u64;
+        self.put_blob(&location, digest, size, reqwest::Body::from(bytes))
+            .await
     }
 
     /// Stores a manifest's exact bytes under `reference` (its digest, or a tag).

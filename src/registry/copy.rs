@@ -16,7 +16,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 
 use super::client::{MountOutcome, RegistryClient};
-use super::manifest::{Descriptor, RawManifest, referrers_index};
+use super::manifest::{Descriptor, PROMOTER_ARTIFACT_TYPE_PREFIX, RawManifest, referrers_index};
 use super::{Digest, ImageRef, RegistryError, Repository};
 
 /// How deep an index may nest (index → index → manifest) or referrers chain (signature of an
@@ -531,6 +531,11 @@ impl Copier<'_> {
                 }
                 source_index = Some(index);
             }
+            referrers.retain(|r| {
+                !r.artifact_type
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with(PROMOTER_ARTIFACT_TYPE_PREFIX))
+            });
             let mut registry_tracks_subject = false;
             let mut copied_any = false;
             for descriptor in &referrers {
@@ -556,55 +561,59 @@ impl Copier<'_> {
                 queue.push((digest, depth + 1));
             }
             if copied_any && !registry_tracks_subject && !self.options.dry_run {
-                self.update_fallback_tag(to, &subject, &referrers, source_index.as_ref())
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps the destination's `sha256-<hex>` referrers tag listing every referrer, as the OCI
-    /// distribution spec asks clients to when a registry has no referrers API (oci-client does
-    /// not; NOTES.md). The tag's existing entries are kept. Where the destination has no such tag
-    /// and the source's lists every referrer, the source's bytes are copied as they are.
-    async fn update_fallback_tag(
-        &self,
-        to: &Repository,
-        subject: &Digest,
-        referrers: &[Descriptor],
-        source_index: Option<&RawManifest>,
-    ) -> Result<(), RegistryError> {
-        let tag = subject.fallback_tag();
-        let existing = self.destination.get_manifest(to, tag.as_str()).await?;
-        if existing.is_none()
-            && let Some(source_index) = source_index
-            && source_index.children().len() == referrers.len()
-        {
-            self.destination
-                .put_manifest(to, tag.as_str(), source_index)
+                update_fallback_tag(
+                    self.destination,
+                    to,
+                    &subject,
+                    &referrers,
+                    source_index.as_ref(),
+                )
                 .await?;
-            return Ok(());
-        }
-        let mut listed: Vec<Descriptor> = match existing {
-            Some(existing) if existing.is_index() => existing.children().to_vec(),
-            _ => Vec::new(),
-        };
-        let before = listed.len();
-        for descriptor in referrers {
-            if !listed.iter().any(|d| d.digest == descriptor.digest) {
-                listed.push(descriptor.clone());
             }
         }
-        if listed.len() == before && before > 0 {
-            return Ok(());
-        }
-        let index = referrers_index(&listed).map_err(|cause| RegistryError::BadManifest {
-            image: format!("{to}:{tag}"),
-            cause,
-        })?;
-        self.destination
-            .put_manifest(to, tag.as_str(), &index)
-            .await?;
         Ok(())
     }
+}
+
+/// Keeps the destination's `sha256-<hex>` referrers tag listing every referrer, as the OCI
+/// distribution spec asks clients to when a registry has no referrers API (oci-client does
+/// not; NOTES.md). The tag's existing entries are kept. Where the destination has no such tag
+/// and the source's lists every referrer, the source's bytes are copied as they are.
+pub async fn update_fallback_tag(
+    destination: &RegistryClient,
+    to: &Repository,
+    subject: &Digest,
+    referrers: &[Descriptor],
+    source_index: Option<&RawManifest>,
+) -> Result<(), RegistryError> {
+    let tag = subject.fallback_tag();
+    let existing = destination.get_manifest(to, tag.as_str()).await?;
+    if existing.is_none()
+        && let Some(source_index) = source_index
+        && source_index.children().len() == referrers.len()
+    {
+        destination
+            .put_manifest(to, tag.as_str(), source_index)
+            .await?;
+        return Ok(());
+    }
+    let mut listed: Vec<Descriptor> = match existing {
+        Some(existing) if existing.is_index() => existing.children().to_vec(),
+        _ => Vec::new(),
+    };
+    let before = listed.len();
+    for descriptor in referrers {
+        if !listed.iter().any(|d| d.digest == descriptor.digest) {
+            listed.push(descriptor.clone());
+        }
+    }
+    if listed.len() == before && before > 0 {
+        return Ok(());
+    }
+    let index = referrers_index(&listed).map_err(|cause| RegistryError::BadManifest {
+        image: format!("{to}:{tag}"),
+        cause,
+    })?;
+    destination.put_manifest(to, tag.as_str(), &index).await?;
+    Ok(())
 }

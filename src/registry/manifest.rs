@@ -12,6 +12,10 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
+/// promoter's own records (evidence, promotion records) are artifacts of these types. They belong
+/// to the stage they were written in, so the copy engine never carries them to the next stage.
+pub const PROMOTER_ARTIFACT_TYPE_PREFIX: &str = "application/vnd.promoter.";
+
 /// A content descriptor (OCI image spec §descriptor), with the fields promoter reads or keeps.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

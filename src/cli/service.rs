@@ -1,0 +1,196 @@
+//! `promoter serve` and `promoter pull`: the service, from the environment (Cloud Run style).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::{self, var};
+use crate::http::push_auth::{PushAuth, PushAuthMode};
+use crate::http::{self, AppState, ack};
+use crate::promote::Service;
+use crate::publish::{self, EventPublisher};
+use crate::pull::{Disposition, PullWorker, ReceivedMessage};
+use crate::registry::Transport;
+use crate::registry::auth::IdentityChoice;
+use crate::rules::Pipeline;
+use crate::{events, telemetry};
+
+/// How long in-flight promotions may take to finish after SIGTERM. Cloud Run kills the instance
+/// 10 s after SIGTERM; what is not done by then is redelivered by Pub/Sub.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(9);
+
+/// The pipeline: `PROMOTER_CONFIG`'s rules file, else the embedded default from the environment.
+pub fn load_pipeline() -> anyhow::Result<Pipeline> {
+    match var(config::PROMOTER_CONFIG) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("reading rules file {path} ({})", config::PROMOTER_CONFIG)
+            })?;
+            Pipeline::from_yaml(&text).with_context(|| format!("rules file {path}"))
+        }
+        None => Pipeline::embedded_default(var)
+            .context("embedded default pipeline (set PROMOTER_CONFIG to use a rules file)"),
+    }
+}
+
+/// Builds the orchestrator from the environment.
+pub async fn build_service() -> anyhow::Result<Service> {
+    let pipeline = load_pipeline()?;
+    let transport = Transport::new(config::insecure_registries())?;
+    let publisher = match var(config::PROMOTER_EVENTS_TOPIC) {
+        Some(topic) => Some(
+            EventPublisher::from_env(&topic)
+                .await
+                .with_context(|| format!("{} = {topic}", config::PROMOTER_EVENTS_TOPIC))?,
+        ),
+        None => None,
+    };
+    Ok(Service::new(
+        pipeline,
+        transport,
+        IdentityChoice::default(),
+        publisher,
+        publish::event_source(),
+    ))
+}
+
+fn push_auth_from_env() -> anyhow::Result<PushAuth> {
+    let mode: PushAuthMode = var(config::PROMOTER_PUSH_AUTH)
+        .unwrap_or_else(|| "cloud-run".into())
+        .parse()?;
+    let emails = var(config::PROMOTER_PUSH_SERVICE_ACCOUNTS)
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    Ok(PushAuth::new(
+        mode,
+        var(config::PROMOTER_PUSH_AUDIENCE),
+        emails,
+        var(config::PROMOTER_JWKS_URL),
+    )?)
+}
+
+/// `promoter serve`: listens on `$PORT` until SIGTERM or Ctrl-C.
+pub async fn serve() -> anyhow::Result<()> {
+    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
+    let port: u16 = match var(config::PORT) {
+        Some(port) => port
+            .parse()
+            .with_context(|| format!("PORT={port} is not a port number"))?,
+        None => 8080,
+    };
+    let push_auth = push_auth_from_env()?;
+    let service = build_service().await?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("cannot listen on port {port}"))?;
+    tracing::info!(port, push_auth = %push_auth.mode(), "serving");
+    let state = AppState {
+        service: Arc::new(service),
+        push_auth: Arc::new(push_auth),
+    };
+    let publisher = state.service.publisher.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(result) => result.context("server task")?.context("server")?,
+        Err(_) => {
+            tracing::warn!("in-flight requests did not finish in time; Pub/Sub will redeliver them")
+        }
+    }
+    if let Some(publisher) = publisher {
+        publisher.flush().await;
+    }
+    Ok(())
+}
+
+/// `promoter pull --subscription ...`: the same handling as a StreamingPull worker.
+pub async fn pull(subscription: &str) -> anyhow::Result<()> {
+    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
+    let service = Arc::new(build_service().await?);
+    let worker = PullWorker::from_env().await?;
+    tracing::info!(subscription, "pulling");
+    let handler_service = service.clone();
+    let summary = worker
+        .run(
+            subscription,
+            move |message: ReceivedMessage| {
+                let service = handler_service.clone();
+                async move { handle_pulled(&service, message).await }
+            },
+            shutdown_signal(),
+        )
+        .await?;
+    tracing::info!(
+        received = summary.received,
+        acked = summary.acked,
+        nacked = summary.nacked,
+        "stopped pulling"
+    );
+    if let Some(publisher) = &service.publisher {
+        publisher.flush().await;
+    }
+    Ok(())
+}
+
+async fn handle_pulled(service: &Service, message: ReceivedMessage) -> Disposition {
+    let parsed = events::parse_pulled_message(
+        &message.message_id,
+        &message.subscription,
+        message.publish_time,
+        message.attributes,
+        &message.data,
+    );
+    match parsed {
+        Err(error) => {
+            tracing::warn!(reason = %error, decision = "rejected", "malformed message");
+            let announced = service.reject_malformed(&error).await;
+            ack::malformed_disposition(&announced)
+        }
+        Ok(events::Parsed::Ignored { reason, .. }) => {
+            tracing::info!(
+                message_id = message.message_id,
+                decision = "ignored",
+                reason,
+                "event ignored"
+            );
+            Disposition::Ack
+        }
+        Ok(events::Parsed::Signals(inbound)) => {
+            let mut verdicts = Vec::new();
+            for signal in &inbound.signals {
+                verdicts.push(http::handle_logged(service, signal).await);
+            }
+            ack::disposition(&verdicts)
+        }
+    }
+}
+
+/// SIGTERM (Cloud Run stopping the instance) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

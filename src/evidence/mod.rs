@@ -1,0 +1,410 @@
+//! What promoter records in the registry itself, next to the image (DESIGN.md "Evidence").
+//!
+//! Every signal a gate may need is one OCI artifact in the stage's repository, under a tag of its
+//! own derived from what it records, so that instances recording signals at the same moment never
+//! touch a shared object (no read-modify-write):
+//!
+//! - a digest's signal (test-passed, test-failed, soak-complete):
+//!   `sha256-<hex>.p2p.<kind>.<time>.<event hash>`, an artifact whose `subject` is the image;
+//! - an alert signal of the image in the stage (alert-firing, alert-clear):
+//!   `p2p.alert.<kind>.<time>.<event hash>`;
+//! - a promotion into the stage: `sha256-<hex>.p2p.promoted.<time>`, an artifact whose `subject`
+//!   is the image, also listed in the `sha256-<hex>` referrers fallback tag so that standard tools
+//!   (`oras discover`, `crane`) find it on registries without the referrers API.
+//!
+//! Reading back is one tag listing: the kind and time of every record are in its tag, so a
+//! decision needs no manifest fetches. The manifests hold the full record (event id, source,
+//! type) for `promoter status` and the promotion record. Redelivering an event writes the same
+//! tag again: recording is idempotent.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::events::SignalKind;
+use crate::registry::manifest::{
+    Descriptor, OCI_MANIFEST, PROMOTER_ARTIFACT_TYPE_PREFIX, RawManifest,
+};
+use crate::registry::{Digest, RegistryClient, RegistryError, Repository};
+
+/// The artifact type of a signal record.
+pub const SIGNAL_ARTIFACT_TYPE: &str = "application/vnd.promoter.signal.v1+json";
+/// The artifact type of a promotion record.
+pub const PROMOTION_ARTIFACT_TYPE: &str = "application/vnd.promoter.promotion.v1+json";
+/// The OCI empty descriptor's content, the config of every record (OCI image spec, "Guidelines
+/// for artifact usage").
+const EMPTY_CONFIG: &[u8] = b"{}";
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+/// Why evidence could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A record could not be encoded.
+    #[error("evidence record {what}: {cause}")]
+    Encode { what: String, cause: String },
+}
+
+impl EvidenceError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EvidenceError::Registry(e) if e.is_transient())
+    }
+}
+
+/// A signal as recorded: what it was, about what, from which event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SignalRecord {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    pub time: DateTime<Utc>,
+    /// The repository in the stage (`registry/path/name`).
+    pub repository: String,
+    pub stage: String,
+    /// Set for digest signals; alert signals are about the image in the stage.
+    pub digest: Option<String>,
+    /// The version tag the event named, so a later signal (an alert clearing) can promote the
+    /// digest under its tag.
+    pub tag: Option<String>,
+}
+
+/// A promotion into a stage: which signals, event ids and times, from which stage, by whom.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PromotionRecord {
+    pub image: String,
+    pub digest: String,
+    pub source_image: String,
+    pub from_stage: String,
+    pub to_stage: String,
+    pub trigger: crate::publish::TriggerRecord,
+    pub evidence: Vec<crate::publish::EvidenceRecord>,
+    pub identity: String,
+    pub time: DateTime<Utc>,
+}
+
+/// One record as its tag describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub kind: SignalKind,
+    pub time: DateTime<Utc>,
+    /// The tag that holds the record; [`read_signal`] reads the whole record.
+    pub tag: String,
+}
+
+/// Everything recorded in one stage repository.
+#[derive(Clone, Debug, Default)]
+pub struct StageRecords {
+    /// Digest signals, by digest.
+    pub by_digest: BTreeMap<Digest, Vec<Recorded>>,
+    /// Alert signals of the image in this stage.
+    pub alerts: Vec<Recorded>,
+    /// When each digest was promoted into this stage (the earliest record).
+    pub promoted_at: BTreeMap<Digest, DateTime<Utc>>,
+}
+
+impl StageRecords {
+    pub fn for_digest(&self, digest: &Digest) -> &[Recorded] {
+        self.by_digest
+            .get(digest)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
+
+/// Sixteen hex digits naming an event: its source and id (CloudEvents: unique together).
+fn event_hash(source: &str, id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(source.as_bytes());
+    hasher.update([0]);
+    hasher.update(id.as_bytes());
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// The tag a signal record is stored under.
+pub fn signal_tag(
+    kind: SignalKind,
+    digest: Option<&Digest>,
+    time: DateTime<Utc>,
+    source: &str,
+    id: &str,
+) -> String {
+    let time = time.format(TIME_FORMAT);
+    let hash = event_hash(source, id);
+    match digest {
+        Some(digest) => format!(
+            "{}.p2p.{}.{time}.{hash}",
+            digest.fallback_tag(),
+            kind.as_str()
+        ),
+        None => format!("p2p.alert.{}.{time}.{hash}", kind.as_str()),
+    }
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(text, TIME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// What a tag of the naming scheme above records.
+#[derive(Debug, PartialEq)]
+enum RecordTag {
+    /// A signal, about a digest or (alerts) the image in the stage.
+    Signal(Option<Digest>, Recorded),
+    /// A promotion of the digest into the stage, at that time.
+    Promoted(Digest, DateTime<Utc>),
+}
+
+/// Reads one tag; other tags (the user's) are not records.
+fn parse_tag(tag: &str) -> Option<RecordTag> {
+    let subject_digest =
+        |subject: &str| Digest::try_from(subject.replacen('-', ":", 1).as_str()).ok();
+    let record = |kind: &str, time: &str| {
+        Some(Recorded {
+            kind: kind.parse().ok()?,
+            time: parse_time(time)?,
+            tag: tag.to_owned(),
+        })
+    };
+    let parts: Vec<&str> = tag.split('.').collect();
+    match parts.as_slice() {
+        ["p2p", "alert", kind, time, _hash] => Some(RecordTag::Signal(None, record(kind, time)?)),
+        [subject, "p2p", "promoted", time] => Some(RecordTag::Promoted(
+            subject_digest(subject)?,
+            parse_time(time)?,
+        )),
+        [subject, "p2p", kind, time, _hash] => Some(RecordTag::Signal(
+            Some(subject_digest(subject)?),
+            record(kind, time)?,
+        )),
+        _ => None,
+    }
+}
+
+/// Reads every record of a stage repository: one tag listing.
+pub async fn load(
+    client: &RegistryClient,
+    repository: &Repository,
+) -> Result<StageRecords, EvidenceError> {
+    let mut records = StageRecords::default();
+    for tag in client.list_tags(repository).await? {
+        match parse_tag(&tag) {
+            Some(RecordTag::Signal(Some(digest), recorded)) => {
+                records.by_digest.entry(digest).or_default().push(recorded)
+            }
+            Some(RecordTag::Signal(None, recorded)) => records.alerts.push(recorded),
+            Some(RecordTag::Promoted(digest, time)) => {
+                let entry = records.promoted_at.entry(digest).or_insert(time);
+                *entry = (*entry).min(time);
+            }
+            None => {}
+        }
+    }
+    Ok(records)
+}
+
+/// Records a signal. `subject` names the image for digest signals.
+pub async fn record_signal(
+    client: &RegistryClient,
+    repository: &Repository,
+    subject: Option<(&Digest, &Descriptor)>,
+    kind: SignalKind,
+    record: &SignalRecord,
+) -> Result<String, EvidenceError> {
+    let tag = signal_tag(
+        kind,
+        subject.map(|(d, _)| d),
+        record.time,
+        &record.event_source,
+        &record.event_id,
+    );
+    let annotations = serde_json::json!({
+        "org.opencontainers.image.created": record.time.to_rfc3339(),
+        "dev.promoter.signal.type": record.kind,
+        "dev.promoter.signal.id": record.event_id,
+        "dev.promoter.signal.source": record.event_source,
+    });
+    push_record(
+        client,
+        repository,
+        &tag,
+        SIGNAL_ARTIFACT_TYPE,
+        record,
+        subject.map(|(_, d)| d),
+        annotations,
+    )
+    .await?;
+    Ok(tag)
+}
+
+/// Reads a signal record back (for event ids in promotion records and `promoter status`).
+pub async fn read_signal(
+    client: &RegistryClient,
+    repository: &Repository,
+    tag: &str,
+) -> Result<Option<SignalRecord>, EvidenceError> {
+    read_record(client, repository, tag).await
+}
+
+/// Records a promotion in the destination stage, discoverable as a referrer of the image.
+pub async fn record_promotion(
+    client: &RegistryClient,
+    repository: &Repository,
+    digest: &Digest,
+    subject: &Descriptor,
+    record: &PromotionRecord,
+) -> Result<(), EvidenceError> {
+    let tag = format!(
+        "{}.p2p.promoted.{}",
+        digest.fallback_tag(),
+        record.time.format(TIME_FORMAT)
+    );
+    let annotations = serde_json::json!({
+        "org.opencontainers.image.created": record.time.to_rfc3339(),
+        "dev.promoter.promotion.from": record.from_stage,
+        "dev.promoter.promotion.to": record.to_stage,
+        "dev.promoter.promotion.identity": record.identity,
+    });
+    let manifest = push_record(
+        client,
+        repository,
+        &tag,
+        PROMOTION_ARTIFACT_TYPE,
+        record,
+        Some(subject),
+        annotations,
+    )
+    .await?;
+    let mut listed = manifest.descriptor();
+    listed.artifact_type = Some(PROMOTION_ARTIFACT_TYPE.to_owned());
+    crate::registry::copy::update_fallback_tag(client, repository, digest, &[listed], None).await?;
+    Ok(())
+}
+
+/// Pushes a record: its JSON as the one layer, the empty config, then the manifest under `tag`.
+async fn push_record<T: Serialize>(
+    client: &RegistryClient,
+    repository: &Repository,
+    tag: &str,
+    artifact_type: &str,
+    record: &T,
+    subject: Option<&Descriptor>,
+    annotations: serde_json::Value,
+) -> Result<RawManifest, EvidenceError> {
+    let encode_error = |cause: String| EvidenceError::Encode {
+        what: format!("{repository}:{tag}"),
+        cause,
+    };
+    let body = serde_json::to_vec(record).map_err(|e| encode_error(e.to_string()))?;
+    let body_digest = Digest::sha256_of(&body);
+    let empty_digest = Digest::sha256_of(EMPTY_CONFIG);
+    client
+        .push_blob_bytes(repository, &empty_digest, Bytes::from_static(EMPTY_CONFIG))
+        .await?;
+    client
+        .push_blob_bytes(repository, &body_digest, Bytes::from(body.clone()))
+        .await?;
+    let mut manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.as_str(), "size": EMPTY_CONFIG.len()},
+        "layers": [{"mediaType": "application/json", "digest": body_digest.as_str(), "size": body.len()}],
+        "annotations": annotations,
+    });
+    if let Some(subject) = subject {
+        manifest["subject"] = serde_json::json!({
+            "mediaType": subject.media_type, "digest": subject.digest, "size": subject.size,
+        });
+    }
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| encode_error(e.to_string()))?;
+    let manifest = RawManifest::new(Bytes::from(bytes), Some(OCI_MANIFEST.to_owned()))
+        .map_err(encode_error)?;
+    client.put_manifest(repository, tag, &manifest).await?;
+    Ok(manifest)
+}
+
+async fn read_record<T: for<'de> Deserialize<'de>>(
+    client: &RegistryClient,
+    repository: &Repository,
+    tag: &str,
+) -> Result<Option<T>, EvidenceError> {
+    let Some(manifest) = client.get_manifest(repository, tag).await? else {
+        return Ok(None);
+    };
+    if !manifest
+        .artifact_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with(PROMOTER_ARTIFACT_TYPE_PREFIX))
+    {
+        return Ok(None);
+    }
+    let Some(layer) = manifest
+        .blobs()
+        .iter()
+        .find(|d| d.media_type == "application/json")
+    else {
+        return Ok(None);
+    };
+    let digest = layer.digest().map_err(|cause| EvidenceError::Encode {
+        what: format!("{repository}:{tag}"),
+        cause,
+    })?;
+    let response = client.get_blob(repository, &digest).await?;
+    let bytes = response.bytes().await.map_err(|e| EvidenceError::Encode {
+        what: format!("{repository}:{tag}"),
+        cause: format!("reading the record: {e}"),
+    })?;
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip_and_fit_the_tag_grammar() {
+        let digest = Digest::sha256_of(b"image");
+        let time = DateTime::parse_from_rfc3339("2026-11-26T04:54:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        for kind in SignalKind::ALL {
+            for subject in [Some(&digest), None] {
+                let tag = signal_tag(kind, subject, time, "//ci", "event-1");
+                assert!(
+                    crate::registry::Tag::try_from(tag.as_str()).is_ok(),
+                    "{tag} is not a valid tag"
+                );
+                let Some(RecordTag::Signal(parsed_digest, recorded)) = parse_tag(&tag) else {
+                    panic!("{tag} does not parse as a signal");
+                };
+                assert_eq!(parsed_digest.as_ref(), subject);
+                assert_eq!((recorded.kind, recorded.time), (kind, time));
+            }
+        }
+        assert_eq!(parse_tag("1.2.4"), None);
+        assert_eq!(parse_tag(&digest.fallback_tag().to_string()), None);
+        assert_eq!(parse_tag(&format!("{}.sig", digest.fallback_tag())), None);
+    }
+
+    #[test]
+    fn the_same_event_maps_to_the_same_tag() {
+        let time = Utc::now();
+        assert_eq!(
+            signal_tag(SignalKind::SoakComplete, None, time, "//a", "1"),
+            signal_tag(SignalKind::SoakComplete, None, time, "//a", "1")
+        );
+        assert_ne!(
+            signal_tag(SignalKind::SoakComplete, None, time, "//a", "1"),
+            signal_tag(SignalKind::SoakComplete, None, time, "//a", "2")
+        );
+    }
+}

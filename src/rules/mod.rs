@@ -1,0 +1,26 @@
+//! Promotion rules: the pipeline (stages, promotions between them, which images may move), read
+//! from the rules file or built from the environment, and the pure decisions made with it —
+//! which stage an event's image is in, which promotions a signal concerns, and whether a gate
+//! is open given the recorded evidence (DESIGN.md §5).
+//!
+//! Nothing here does I/O or reads the clock: the environment comes through a lookup closure,
+//! `now` and the evidence are parameters, so every decision is reproducible in tests and
+//! identical on every instance that reads the same records.
+
+mod default;
+mod duration;
+mod error;
+mod gate;
+mod glob;
+mod locate;
+mod model;
+mod yaml;
+
+pub use error::{Origin, Problem, RulesError, SignalList};
+pub use gate::{Evidence, Gate, Record, evaluate};
+pub use glob::ImageGlob;
+pub use locate::Located;
+pub use model::{Pipeline, Promotion, Stage, StageName};
+
+#[cfg(test)]
+mod tests;
