@@ -4,4 +4,6 @@
 mod copy;
 mod faults;
 mod identity;
+mod push_auth;
+mod service;
 mod support;

@@ -214,3 +214,76 @@ pub fn accept_only(tokens: &[&str]) -> impl Fn(&str) -> bool + Send + Sync + 'st
     let tokens: HashMap<String, ()> = tokens.iter().map(|t| (t.to_string(), ())).collect();
     move |token| tokens.contains_key(token)
 }
+
+/// Google's OIDC token issuer for push subscriptions, faked: a key pair, its JWKS on loopback, and
+/// tokens minted the way Pub/Sub mints them for a push subscription's service account.
+#[derive(Clone)]
+pub struct OidcIssuer {
+    key: Arc<jsonwebtoken::EncodingKey>,
+    kid: String,
+}
+
+impl OidcIssuer {
+    /// A key pair (not served anywhere by itself).
+    pub fn new(dir: &Path, kid: &str) -> OidcIssuer {
+        let key_path = dir.join(format!("oidc-{kid}.pem"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&key_path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl could not make an OIDC key");
+        let pem = std::fs::read(&key_path).expect("key");
+        OidcIssuer {
+            key: Arc::new(jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("RSA key")),
+            kid: kid.to_owned(),
+        }
+    }
+
+    /// Serves this issuer's key set; returns its URL (for `PROMOTER_JWKS_URL`).
+    pub async fn serve_jwks(&self) -> String {
+        let mut jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&self.key, jsonwebtoken::Algorithm::RS256)
+                .expect("a JWK");
+        jwk.common.key_id = Some(self.kid.clone());
+        let set = serde_json::json!({ "keys": [jwk] });
+        let address = serve(Router::new().route(
+            "/jwks",
+            get(move || {
+                let set = set.clone();
+                async move { axum::Json(set) }
+            }),
+        ))
+        .await;
+        format!("http://{address}/jwks")
+    }
+
+    /// A push token: Google's issuer, the audience, the service account, `exp` in `lifetime_seconds`.
+    pub fn mint(&self, audience: &str, email: &str, lifetime_seconds: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({
+            "iss": "https://accounts.google.com", "aud": audience, "azp": "1234567890",
+            "email": email, "email_verified": true, "sub": "1234567890",
+            "iat": now - 60, "exp": now + lifetime_seconds,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).expect("a token")
+    }
+
+    /// The token as a Cloud Run service with IAM invocation sees it: signature replaced.
+    pub fn mint_as_cloud_run_passes_it(&self, audience: &str, email: &str) -> String {
+        let token = self.mint(audience, email, 3600);
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[2] = "SIGNATURE_REMOVED_BY_GOOGLE";
+        parts.join(".")
+    }
+}

@@ -4,7 +4,9 @@
 
 pub mod google;
 pub mod proxy;
+pub mod pubsub;
 pub mod registry;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

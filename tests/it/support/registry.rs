@@ -25,6 +25,7 @@ pub enum Auth {
 
 pub struct Registry {
     child: Child,
+    config_path: PathBuf,
     dir: TempDir,
     pub port: u16,
 }
@@ -60,17 +61,41 @@ impl Registry {
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("registry config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
-        let child = Command::new("docker-registry")
+        let child = Self::spawn(&config_path, dir.path());
+        let registry = Registry {
+            child,
+            config_path,
+            dir,
+            port,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn spawn(config_path: &std::path::Path, dir: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("registry.log"))
+            .expect("registry log");
+        Command::new("docker-registry")
             .arg("serve")
-            .arg(&config_path)
+            .arg(config_path)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("docker-registry runs (apt-get install docker-registry)");
-        let registry = Registry { child, dir, port };
-        registry.wait_ready();
-        registry
+            .expect("docker-registry runs (apt-get install docker-registry)")
+    }
+
+    /// Takes the registry down (an outage); [`Registry::restart`] brings it back with its content.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.config_path, self.dir.path());
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -99,10 +124,13 @@ impl Registry {
     /// Requests the registry logged with this method on a path starting with `path_prefix`.
     pub fn requests(&self, method: &str, path_prefix: &str) -> usize {
         let method = format!("http.request.method={method} ");
-        let uri = format!("http.request.uri=\"{path_prefix}");
+        // logrus quotes a value only when it has characters that need it.
+        let quoted = format!("http.request.uri=\"{path_prefix}");
+        let bare = format!("http.request.uri={path_prefix}");
         self.log()
             .lines()
-            .filter(|l| l.contains(&method) && l.contains(&uri))
+            .filter(|l| l.contains("response completed") && l.contains(&method))
+            .filter(|l| l.contains(&quoted) || l.contains(&bare))
             .count()
     }
 
