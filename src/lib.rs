@@ -15,4 +15,5 @@ pub mod publish;
 pub mod pull;
 pub mod registry;
 pub mod rules;
+pub mod status;
 pub mod telemetry;

@@ -215,7 +215,16 @@ pub struct Service {
     /// One promotion of a digest into a repository at a time in this process: concurrent
     /// duplicate deliveries wait and then find it already promoted.
     in_flight: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Events this instance already saw through to a promotion (copied and announced). Pub/Sub
+    /// delivers at least once, often to the same instance; a redelivery is answered from here
+    /// without touching the registry. Another instance, or this one after a restart, takes the
+    /// full path, which is idempotent.
+    done: std::sync::Mutex<HashMap<String, Outcome>>,
 }
+
+/// How many finished events an instance remembers before it forgets them all (a redelivery after
+/// that takes the full, idempotent path).
+const REMEMBERED_EVENTS: usize = 10_000;
 
 impl Service {
     pub fn new(
@@ -230,6 +239,7 @@ impl Service {
             transport,
             identity,
             identity_name: tokio::sync::OnceCell::new(),
+            done: std::sync::Mutex::default(),
             publisher,
             event_source,
             in_flight: tokio::sync::Mutex::default(),
@@ -238,7 +248,36 @@ impl Service {
 
     /// Handles one signal. Final failures are announced as `promotion-rejected`.
     pub async fn handle(&self, signal: &RawSignal) -> Result<Outcome, PromoteError> {
+        let key = format!(
+            "{}\0{}\0{}\0{}",
+            signal.event_source, signal.event_id, signal.kind, signal.image
+        );
+        if let Some(mut outcome) = self
+            .done
+            .lock()
+            .ok()
+            .and_then(|done| done.get(&key).cloned())
+        {
+            outcome.decision = Decision::AlreadyPromoted;
+            outcome.reason = format!(
+                "event {} was already handled: {}",
+                signal.event_id, outcome.reason
+            );
+            return Ok(outcome);
+        }
         let result = self.decide(signal).await;
+        if let Ok(outcome) = &result
+            && matches!(
+                outcome.decision,
+                Decision::Promoted | Decision::AlreadyPromoted
+            )
+            && let Ok(mut done) = self.done.lock()
+        {
+            if done.len() >= REMEMBERED_EVENTS {
+                done.clear();
+            }
+            done.insert(key, outcome.clone());
+        }
         if let Err(error) = &result
             && !error.is_transient()
         {

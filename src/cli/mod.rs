@@ -49,6 +49,13 @@ enum Command {
         #[arg(long)]
         subscription: String,
     },
+    /// Which stages hold the image's digest, the signals recorded, which gates are met or missing.
+    Status {
+        /// A reference in one of the pipeline's stages (REGISTRY/STAGE/NAME:TAG or @DIGEST).
+        image: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Validate a rules file (default: $PROMOTER_CONFIG, else the embedded default pipeline).
     Rules {
         #[command(subcommand)]
@@ -179,6 +186,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Rules {
             command: RulesCommand::Check { file },
         } => rules_check(file),
+        Command::Status { image, output } => status(&image, output).await,
         Command::Publish {
             event_type,
             image,
@@ -194,6 +202,18 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+async fn status(image: &str, output: Output) -> anyhow::Result<()> {
+    let pipeline = service::load_pipeline()?;
+    let transport = Transport::new(config::insecure_registries())?;
+    let report =
+        crate::status::status(&pipeline, &transport, &IdentityChoice::default(), image).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(&report)?),
+        Output::Text => print!("{}", report.to_text()),
+    }
+    Ok(())
 }
 
 fn rules_check(file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -427,11 +427,17 @@ async fn a_pubsub_outage_is_a_503_and_the_redelivery_announces_with_the_same_id_
     let (status, body) = stack.service.post(&request).await;
     assert_eq!(status, 200, "{body}");
     let event = stack.expect_promoted_event().await;
-    // The id a consumer dedupes on is the one the first attempt would have used.
+    // The id a consumer dedupes on depends only on the destination and the digest (DESIGN.md §5),
+    // so the attempt that failed to announce would have used the same one.
+    assert_eq!(
+        event["id"],
+        json!(promoted_event_id(
+            &stack.extended_test(),
+            &stack.seeded.digest
+        ))
+    );
     let again = stack.service.post(&request).await;
     assert_eq!(again.1["decision"], "already-promoted");
-    let repeat = stack.expect_promoted_event().await;
-    assert_eq!(event["id"], repeat["id"]);
     assert_eq!(
         stack
             .registry
@@ -508,4 +514,15 @@ async fn end_to_end_through_the_emulator_with_promoter_pull() {
         &["1.2.4".into(), seeded.signature_tag()],
         None,
     );
+}
+
+/// The `promoted` event id for a destination repository and digest, as DESIGN.md §5 derives it.
+fn promoted_event_id(repository: &str, digest: &str) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for part in ["promoted", repository, digest] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..16])
 }
