@@ -482,6 +482,22 @@ impl Service {
         let records = evidence::load(&stage_client, &located.repository).await?;
         let mut outcomes = Vec::new();
         for promotion in promotions {
+            if promotion.block_on().contains(&signal.kind)
+                && !promotion.require().contains(&signal.kind)
+            {
+                // A blocking signal is accepted and recorded; it is the promotion it blocks that
+                // is refused, when a signal asks for it.
+                let mut recorded = base.clone();
+                recorded.to_stage = Some(promotion.to().to_string());
+                recorded.reason = format!(
+                    "{} recorded for {digest}: it blocks promotion {} -> {}",
+                    signal.kind,
+                    promotion.from(),
+                    promotion.to()
+                );
+                outcomes.push(recorded);
+                continue;
+            }
             outcomes.push(
                 self.evaluate_and_promote(
                     signal,

@@ -223,8 +223,8 @@ impl StatusReport {
         let _ = writeln!(out, "{}\n  digest {}\n", self.image, self.digest);
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<25} {}",
-            "STAGE", "HOLDS", "ENTERED", "REPOSITORY"
+            "{:<16} {:<8} {:<25} REPOSITORY",
+            "STAGE", "HOLDS", "ENTERED"
         );
         for stage in &self.stages {
             let entered = stage
@@ -240,8 +240,9 @@ impl StatusReport {
         }
         let _ = writeln!(
             out,
-            "\n{:<16} {:<15} {:<25} {}",
-            "STAGE", "SIGNAL", "TIME", "EVENT ID"
+            "
+{:<16} {:<15} {:<25} EVENT ID",
+            "STAGE", "SIGNAL", "TIME"
         );
         for stage in &self.stages {
             for signal in &stage.signals {
@@ -257,8 +258,9 @@ impl StatusReport {
         }
         let _ = writeln!(
             out,
-            "\n{:<32} {:<13} {}",
-            "GATE", "STATE", "MISSING / DETAIL"
+            "
+{:<32} {:<13} MISSING / DETAIL",
+            "GATE", "STATE"
         );
         for gate in &self.gates {
             let mut detail = gate.missing.join(", ");

@@ -3,6 +3,7 @@
 
 mod copy;
 mod faults;
+mod gates;
 mod identity;
 mod push_auth;
 mod service;

@@ -18,6 +18,7 @@ pub struct Stack {
     pub seeded: Seeded,
     /// `REGISTRY/fast-feedback/my-app:1.2.4`
     pub image: String,
+    environment: Vec<(String, String)>,
     pub _work: tempfile::TempDir,
 }
 
@@ -25,6 +26,18 @@ impl Stack {
     /// A registry with a signed two-platform image in fast-feedback, the Pub/Sub fake, and
     /// `promoter serve` on the embedded default pipeline.
     pub async fn start(extra_env: &[(&str, String)]) -> Stack {
+        Self::start_inner(extra_env, None).await
+    }
+
+    /// The same with a rules file; `REGISTRY_HOST` in `text` becomes the registry's address.
+    pub async fn start_with_rules(text: &str, path: &std::path::Path) -> Stack {
+        Self::start_inner(&[], Some((text, path))).await
+    }
+
+    async fn start_inner(
+        extra_env: &[(&str, String)],
+        rules: Option<(&str, &std::path::Path)>,
+    ) -> Stack {
         let registry = Registry::start(Auth::None);
         let pubsub = PubSubFake::start();
         let work = tempfile::tempdir().expect("temp dir");
@@ -43,9 +56,14 @@ impl Stack {
             ("PROMOTER_PUSH_AUTH", "none".to_owned()),
             ("K_SERVICE", "promoter-test".to_owned()),
         ];
+        if let Some((text, path)) = rules {
+            std::fs::write(path, text.replace("REGISTRY_HOST", &host)).expect("rules file");
+            env.push(("PROMOTER_CONFIG", path.display().to_string()));
+        }
         env.extend(extra_env.iter().map(|(k, v)| (*k, v.clone())));
         let service = ServiceProcess::start(&env).await;
         let promotions = Collector::start(&pubsub.host, PROMOTIONS_SUBSCRIPTION).await;
+        let environment = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         Stack {
             image: format!("{host}/fast-feedback/my-app:1.2.4"),
             registry,
@@ -53,8 +71,17 @@ impl Stack {
             service,
             promotions,
             seeded,
+            environment,
             _work: work,
         }
+    }
+
+    /// The environment the service runs with, for a second instance.
+    pub fn environment(&self) -> Vec<(&str, String)> {
+        self.environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect()
     }
 
     pub fn extended_test(&self) -> String {

@@ -85,6 +85,24 @@ pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Option<Vec<u8>> {
     output.status.success().then_some(output.stdout)
 }
 
+/// The tags of a repository, as skopeo lists them.
+pub fn list_tags(repository: &str) -> Vec<String> {
+    let output = std::process::Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{repository}"))
+        .output()
+        .expect("skopeo runs");
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    listing["Tags"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Asserts that every tag is byte-identical in both repositories.
 pub fn assert_same_bytes(source: &str, destination: &str, tags: &[String], creds: Option<&str>) {
     for tag in tags {
