@@ -158,7 +158,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(error.exit_code().clamp(0, 255) as u8);
         }
     };
-    init_cli_logging();
+    // The service logs Cloud Logging JSON (set up by `serve` and `pull`); people get plain text.
+    if !matches!(cli.command, Command::Serve | Command::Pull { .. }) {
+        init_cli_logging();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -553,3 +553,109 @@ fn promoted_event_id(repository: &str, digest: &str) -> String {
     }
     hex::encode(&hasher.finalize()[..16])
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_promotion_finish_and_logs_are_cloud_logging_json() {
+    use crate::support::proxy::{Fault, FaultProxy};
+    let registry = Registry::start(Auth::None);
+    let pubsub = PubSubFake::start();
+    let work = tempfile::tempdir().expect("temp dir");
+    let seeded = seed(
+        work.path(),
+        &format!("{}/fast-feedback/my-app", registry.host()),
+        "1.2.4",
+        &[],
+        None,
+    );
+    // The service reaches the registry through a proxy that throttles once, so the promotion is
+    // still running when SIGTERM arrives.
+    let proxy = FaultProxy::start(&registry.host()).await;
+    proxy.inject(
+        "HEAD",
+        "/v2/fast-feedback/my-app/manifests/1.2.4",
+        Fault::Status {
+            status: 429,
+            retry_after: Some(2),
+        },
+        1,
+    );
+    let mut service = ServiceProcess::start(&[
+        ("REGISTRY", proxy.host.clone()),
+        ("PUBSUB_EMULATOR_HOST", pubsub.host.clone()),
+        ("PROMOTER_EVENTS_TOPIC", PROMOTIONS_TOPIC.to_owned()),
+        ("PROMOTER_PUSH_AUTH", "none".to_owned()),
+    ])
+    .await;
+    let image = format!("{}/fast-feedback/my-app:1.2.4", proxy.host);
+    let request = Message::binary_cloudevent("test-passed", test_passed(&image))
+        .wrapped_push()
+        .with_header(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        );
+    let url = service.url.clone();
+    let in_flight = tokio::spawn(async move {
+        let mut builder = reqwest::Client::new()
+            .post(format!("{url}/"))
+            .body(request.body.clone());
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let response = builder
+            .send()
+            .await
+            .expect("an answer before the process exits");
+        (
+            response.status().as_u16(),
+            response
+                .json::<serde_json::Value>()
+                .await
+                .unwrap_or_default(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = service.terminate(Duration::from_secs(15));
+        (status, service)
+    })
+    .await
+    .expect("terminate");
+    let (status, body) = in_flight.await.expect("request task");
+    assert_eq!(
+        (status, body["decision"].clone()),
+        (200, json!("promoted")),
+        "{body}"
+    );
+    assert_eq!(body["digest"], seeded.digest);
+    let (exit_status, service) = exit;
+    assert!(
+        exit_status.is_some_and(|s| s.success()),
+        "the service must exit cleanly after draining: {exit_status:?}"
+    );
+
+    // Every line is a Cloud Logging JSON object; the decision line names the event, the image,
+    // the digest, the stages and the outcome, under the request's trace.
+    let log = service.log();
+    let mut decision_lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["severity"].is_string(), "{line}");
+        if entry["message"] == "decision" {
+            decision_lines += 1;
+            assert_eq!(entry["decision"], "promoted", "{line}");
+            assert_eq!(entry["digest"], seeded.digest, "{line}");
+            assert_eq!(entry["fromStage"], "fast-feedback", "{line}");
+            assert_eq!(entry["toStage"], "extended-test", "{line}");
+            assert!(
+                entry["eventId"].is_string() && entry["image"].is_string(),
+                "{line}"
+            );
+            assert_eq!(
+                entry["logging.googleapis.com/trace"], "105445aa7843bc8bf206b12000100000",
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(decision_lines, 1, "{log}");
+}

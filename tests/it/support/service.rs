@@ -64,6 +64,21 @@ impl ServiceProcess {
         panic!("promoter serve did not become healthy: {}", service.log());
     }
 
+    /// Sends SIGTERM, as Cloud Run does, and waits for the process to exit.
+    pub fn terminate(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
     }
