@@ -348,23 +348,28 @@ impl Service {
         &self,
         announcement: &publish::Rejected,
     ) -> Result<(), PromoteError> {
+        self.announce(|source, now| announcement.to_event(source, now))
+            .await
+    }
+
+    /// Publishes an outbound event, when an events topic is configured.
+    async fn announce(
+        &self,
+        event: impl FnOnce(&str, DateTime<Utc>) -> Result<publish::OutboundEvent, PublishError>,
+    ) -> Result<(), PromoteError> {
         let Some(publisher) = &self.publisher else {
             return Ok(());
         };
-        let event = announcement
-            .to_event(&self.event_source, Utc::now())
-            .map_err(|source| PromoteError::Publish {
-                topic: publisher.topic().to_owned(),
-                source,
-            })?;
+        let publish_error = |source| PromoteError::Publish {
+            topic: publisher.topic().to_owned(),
+            source,
+        };
+        let event = event(&self.event_source, Utc::now()).map_err(publish_error)?;
         publisher
             .publish_event(&event)
             .await
             .map(|_| ())
-            .map_err(|source| PromoteError::Publish {
-                topic: publisher.topic().to_owned(),
-                source,
-            })
+            .map_err(publish_error)
     }
 
     async fn decide(&self, signal: &RawSignal) -> Result<Outcome, PromoteError> {
@@ -384,14 +389,16 @@ impl Service {
         }
     }
 
+    /// A registry client for one job on `repository`, with the service's identity.
     fn client(
         &self,
         repository: &Repository,
-        scopes: Vec<String>,
+        actions: &str,
     ) -> impl Future<Output = Result<RegistryClient, RegistryError>> {
         let identity = self.identity.clone();
         let transport = self.transport.clone();
         let registry = repository.registry.clone();
+        let scopes = vec![scope(repository, actions)];
         async move {
             let credential = identity.resolve(&registry).await?;
             Ok(transport.client(registry, credential, scopes))
@@ -432,12 +439,7 @@ impl Service {
                 base,
             ));
         }
-        let stage_client = self
-            .client(
-                &located.repository,
-                vec![client_scope(&located.repository, "pull,push")],
-            )
-            .await?;
+        let stage_client = self.client(&located.repository, "pull,push").await?;
         // Resolve what the event names in the stage it names: the digest, and the tag's.
         let (digest, subject) = resolve_in_stage(
             &stage_client,
@@ -522,12 +524,7 @@ impl Service {
         located: &Located,
         mut base: Outcome,
     ) -> Result<Outcome, PromoteError> {
-        let stage_client = self
-            .client(
-                &located.repository,
-                vec![client_scope(&located.repository, "pull,push")],
-            )
-            .await?;
+        let stage_client = self.client(&located.repository, "pull,push").await?;
         let record = SignalRecord {
             kind: signal.kind.as_str().into(),
             event_id: signal.event_id.clone(),
@@ -567,9 +564,7 @@ impl Service {
             let destination = to_stage
                 .repository(&located.image_name)
                 .map_err(|e| PromoteError::rejected(e.to_string(), base.clone()))?;
-            let destination_client = self
-                .client(&destination, vec![client_scope(&destination, "pull")])
-                .await?;
+            let destination_client = self.client(&destination, "pull").await?;
             let already = evidence::load(&destination_client, &destination).await?;
             for digest in records.by_digest.keys() {
                 if already.promoted_at.contains_key(digest) {
@@ -751,12 +746,10 @@ impl Service {
 
         let mut evidence_items = Vec::new();
         for record in satisfied_by {
-            let full = match &record.event_id {
-                tag if tag.contains(".p2p.") || tag.starts_with("p2p.") => {
-                    evidence::read_signal(stage_client, &located.repository, tag).await?
-                }
-                _ => None,
-            };
+            // A gate's record names the tag of its evidence record (`status::to_rule_record`);
+            // the evidence record holds the event's own id.
+            let full =
+                evidence::read_signal(stage_client, &located.repository, &record.event_id).await?;
             evidence_items.push(EvidenceRecord {
                 kind: record.kind.to_string(),
                 id: full
@@ -767,12 +760,7 @@ impl Service {
             });
         }
         let trigger = trigger_of(signal);
-        let destination_client = self
-            .client(
-                &destination_repository,
-                vec![client_scope(&destination_repository, "pull,push")],
-            )
-            .await?;
+        let destination_client = self.client(&destination_repository, "pull,push").await?;
         let already_recorded = evidence::load(&destination_client, &destination_repository)
             .await?
             .promoted_at
@@ -820,21 +808,8 @@ impl Service {
             copy: report.clone(),
             destination_repository: destination_repository.to_string(),
         };
-        if let Some(publisher) = &self.publisher {
-            let event = announcement
-                .to_event(&self.event_source, Utc::now())
-                .map_err(|source| PromoteError::Publish {
-                    topic: publisher.topic().to_owned(),
-                    source,
-                })?;
-            publisher
-                .publish_event(&event)
-                .await
-                .map_err(|source| PromoteError::Publish {
-                    topic: publisher.topic().to_owned(),
-                    source,
-                })?;
-        }
+        self.announce(|source, now| announcement.to_event(source, now))
+            .await?;
         base.decision = if report.already_present && already_recorded {
             Decision::AlreadyPromoted
         } else {
@@ -848,10 +823,6 @@ impl Service {
         base.copy = Some(report);
         Ok(base)
     }
-}
-
-fn client_scope(repository: &Repository, actions: &str) -> String {
-    scope(repository, actions)
 }
 
 fn to_rule_record(recorded: &evidence::Recorded) -> rules::Record {

@@ -71,6 +71,28 @@ fn derived_id(parts: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
+/// One outbound CloudEvent with `data` as its JSON body.
+fn outbound(
+    ty: &str,
+    id: String,
+    subject: Option<String>,
+    ordering_key: String,
+    data: &impl Serialize,
+    source: &str,
+    now: DateTime<Utc>,
+) -> Result<OutboundEvent, PublishError> {
+    let data = serde_json::to_vec(data).map_err(|e| PublishError::InvalidMessage(e.to_string()))?;
+    Ok(OutboundEvent {
+        id,
+        source: source.to_owned(),
+        ty: ty.to_owned(),
+        subject,
+        time: now,
+        data: Bytes::from(data),
+        ordering_key,
+    })
+}
+
 impl Promoted {
     /// The CloudEvent: its id depends only on the destination repository and the digest.
     pub fn to_event(
@@ -78,39 +100,38 @@ impl Promoted {
         source: &str,
         now: DateTime<Utc>,
     ) -> Result<OutboundEvent, PublishError> {
-        let data =
-            serde_json::to_vec(self).map_err(|e| PublishError::InvalidMessage(e.to_string()))?;
-        Ok(OutboundEvent {
-            id: derived_id(&["promoted", &self.destination_repository, &self.digest]),
-            source: source.to_owned(),
-            ty: "promoted".into(),
-            subject: Some(self.image.clone()),
-            time: now,
-            data: Bytes::from(data),
-            ordering_key: self.destination_repository.clone(),
-        })
+        let id = derived_id(&["promoted", &self.destination_repository, &self.digest]);
+        let subject = Some(self.image.clone());
+        outbound(
+            "promoted",
+            id,
+            subject,
+            self.destination_repository.clone(),
+            self,
+            source,
+            now,
+        )
     }
 }
 
 impl Rejected {
     /// The CloudEvent: its id depends only on the triggering event, so a redelivery of a bad
-    /// message is announced once, however often it arrives.
+    /// message is announced under one id, however often it arrives.
     pub fn to_event(
         &self,
         source: &str,
         now: DateTime<Utc>,
     ) -> Result<OutboundEvent, PublishError> {
-        let data =
-            serde_json::to_vec(self).map_err(|e| PublishError::InvalidMessage(e.to_string()))?;
-        Ok(OutboundEvent {
-            id: derived_id(&["promotion-rejected", &self.trigger.source, &self.trigger.id]),
-            source: source.to_owned(),
-            ty: "promotion-rejected".into(),
-            subject: self.image.clone(),
-            time: now,
-            data: Bytes::from(data),
-            ordering_key: String::new(),
-        })
+        let id = derived_id(&["promotion-rejected", &self.trigger.source, &self.trigger.id]);
+        outbound(
+            "promotion-rejected",
+            id,
+            self.image.clone(),
+            String::new(),
+            self,
+            source,
+            now,
+        )
     }
 }
 

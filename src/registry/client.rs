@@ -535,18 +535,31 @@ impl RegistryClient {
         })?;
         headers.insert(header::CONTENT_TYPE, content_type);
         let url = self.url(repository, &format!("manifests/{reference}"));
-        let response = self
-            .send(
-                &what,
-                Method::PUT,
-                &url,
-                headers,
-                Some(manifest.bytes.clone()),
-            )
-            .await?;
-        if !response.status().is_success() {
-            return Err(self.error_from(&what, response).await);
-        }
+        let mut attempt = 0;
+        let response = loop {
+            let response = self
+                .send(
+                    &what,
+                    Method::PUT,
+                    &url,
+                    headers.clone(),
+                    Some(manifest.bytes.clone()),
+                )
+                .await?;
+            if response.status().is_success() {
+                break response;
+            }
+            let error = self.error_from(&what, response).await;
+            // Another writer re-linking the same blob (a concurrent mount into this repository)
+            // can make a blob look absent for a moment: the filesystem storage driver truncates a
+            // link before rewriting it. Seen with two instances promoting one image at once.
+            let blob_unknown = matches!(&error, RegistryError::Status { status: 400, detail, .. } if detail.contains("MANIFEST_BLOB_UNKNOWN"));
+            attempt += 1;
+            if !blob_unknown || attempt >= 3 {
+                return Err(error);
+            }
+            tokio::time::sleep(self.transport.retry.delay(attempt, None)).await;
+        };
         let stored = response
             .headers()
             .get("docker-content-digest")
