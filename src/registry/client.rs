@@ -118,6 +118,7 @@ impl Transport {
             credential,
             scopes,
             authorization: Mutex::new(None),
+            lacks_referrers_api: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -136,6 +137,9 @@ pub struct RegistryClient {
     scopes: Vec<String>,
     /// The `Authorization` header value learned from the registry's challenge.
     authorization: Mutex<Option<Secret>>,
+    /// The registry answered 404 to the referrers API once: it does not have it (OCI
+    /// distribution spec: a registry with the API answers 200, with an empty index if need be).
+    lacks_referrers_api: std::sync::atomic::AtomicBool,
 }
 
 /// What a cross-repository mount request achieved.
@@ -785,6 +789,12 @@ impl RegistryClient {
         repository: &Repository,
         digest: &Digest,
     ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
+        if self
+            .lacks_referrers_api
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
         let what = format!("list referrers of {repository}@{digest}");
         let url = self.url(repository, &format!("referrers/{digest}"));
         let mut headers = HeaderMap::new();
@@ -800,6 +810,10 @@ impl RegistryClient {
             .is_some_and(|v| v.starts_with("application/vnd.oci.image.index.v1+json"));
         // Registries without the API answer 404 (unknown route) or something that is not an index.
         if !response.status().is_success() || !is_index {
+            if response.status() == StatusCode::NOT_FOUND {
+                self.lacks_referrers_api
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             return Ok(None);
         }
         let bytes = response

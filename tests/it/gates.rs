@@ -245,7 +245,7 @@ async fn concurrent_signals_are_all_recorded_and_promote_once() {
     assert_eq!(prod_ids.len(), 1, "{events:?}");
     let prod_tag_writes = stack
         .registry
-        .requests("PUT", "/v2/prod/my-app/manifests/1.2.4");
+        .succeeded("PUT", "/v2/prod/my-app/manifests/1.2.4");
     assert!(
         (1..=2).contains(&prod_tag_writes),
         "one copy per instance at most: {prod_tag_writes}"

@@ -123,6 +123,17 @@ impl Registry {
 
     /// Requests the registry logged with this method on a path starting with `path_prefix`.
     pub fn requests(&self, method: &str, path_prefix: &str) -> usize {
+        self.logged(method, path_prefix).count()
+    }
+
+    /// Requests the registry logged as succeeded (2xx).
+    pub fn succeeded(&self, method: &str, path_prefix: &str) -> usize {
+        self.logged(method, path_prefix)
+            .filter(|l| l.contains("http.response.status=2"))
+            .count()
+    }
+
+    fn logged(&self, method: &str, path_prefix: &str) -> std::vec::IntoIter<String> {
         let method = format!("http.request.method={method} ");
         // logrus quotes a value only when it has characters that need it.
         let quoted = format!("http.request.uri=\"{path_prefix}");
@@ -131,7 +142,9 @@ impl Registry {
             .lines()
             .filter(|l| l.contains("response completed") && l.contains(&method))
             .filter(|l| l.contains(&quoted) || l.contains(&bare))
-            .count()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     /// Blob upload requests (PATCH or PUT on an upload session) into `repository`.
