@@ -462,26 +462,33 @@ impl Service {
             digest: Some(digest.to_string()),
             tag: located.tag.as_ref().map(|t| t.to_string()),
         };
-        evidence::record_signal(
+        let promotions = self
+            .pipeline
+            .triggered_by(located.stage.as_str(), signal.kind);
+        let write = evidence::record_signal(
             &stage_client,
             &located.repository,
             Some((&digest, &subject)),
             signal.kind,
             &record,
-        )
-        .await?;
-
-        let promotions = self
-            .pipeline
-            .triggered_by(located.stage.as_str(), signal.kind);
+        );
         if promotions.is_empty() {
+            write.await?;
             base.reason = format!(
                 "{} recorded for {digest} in {}; no promotion out of {} uses it",
                 signal.kind, located.stage, located.stage
             );
             return Ok(base);
         }
-        let records = evidence::load(&stage_client, &located.repository).await?;
+        // Records are one tag each, so the listing need not wait for this one: it is added below.
+        let (written, listed) =
+            tokio::join!(write, evidence::load(&stage_client, &located.repository));
+        written?;
+        let mut records = listed?;
+        records.include(
+            Some(&digest),
+            evidence::listed_as(signal.kind, Some(&digest), &record),
+        );
         let mut outcomes = Vec::new();
         for promotion in promotions {
             if promotion.block_on().contains(&signal.kind)
@@ -536,18 +543,18 @@ impl Service {
             digest: None,
             tag: None,
         };
-        evidence::record_signal(
+        let promotions = self
+            .pipeline
+            .triggered_by(located.stage.as_str(), signal.kind);
+        let write = evidence::record_signal(
             &stage_client,
             &located.repository,
             None,
             signal.kind,
             &record,
-        )
-        .await?;
-        let promotions = self
-            .pipeline
-            .triggered_by(located.stage.as_str(), signal.kind);
+        );
         if signal.kind == SignalKind::AlertFiring || promotions.is_empty() {
+            write.await?;
             base.reason = format!(
                 "{} recorded for {} in {}",
                 signal.kind, located.repository, located.stage
@@ -555,7 +562,11 @@ impl Service {
             return Ok(base);
         }
         // The alert cleared: every digest waiting in this stage may now be free to go.
-        let records = evidence::load(&stage_client, &located.repository).await?;
+        let (written, listed) =
+            tokio::join!(write, evidence::load(&stage_client, &located.repository));
+        written?;
+        let mut records = listed?;
+        records.include(None, evidence::listed_as(signal.kind, None, &record));
         let mut outcomes = Vec::new();
         for promotion in promotions {
             let Some(to_stage) = self.pipeline.stage(promotion.to().as_str()) else {
@@ -761,11 +772,27 @@ impl Service {
         }
         let trigger = trigger_of(signal);
         let destination_client = self.client(&destination_repository, "pull,push").await?;
-        let already_recorded = evidence::load(&destination_client, &destination_repository)
-            .await?
-            .promoted_at
-            .contains_key(digest);
-        if !already_recorded {
+        // A fresh copy cannot have a record yet; only an image already there may.
+        let already_recorded = report.already_present
+            && evidence::load(&destination_client, &destination_repository)
+                .await?
+                .promoted_at
+                .contains_key(digest);
+        let record = PromotionRecord {
+            image: destination.to_string(),
+            digest: digest.to_string(),
+            source_image: source.to_string(),
+            from_stage: promotion.from().to_string(),
+            to_stage: promotion.to().to_string(),
+            trigger: trigger.clone(),
+            evidence: evidence_items.clone(),
+            identity: self.identity_name().await,
+            time: Utc::now(),
+        };
+        let write_record = async {
+            if already_recorded {
+                return Ok(());
+            }
             let subject = destination_client
                 .head_descriptor(&destination_repository, digest.as_str())
                 .await?
@@ -776,17 +803,6 @@ impl Service {
                         base.clone(),
                     )
                 })?;
-            let record = PromotionRecord {
-                image: destination.to_string(),
-                digest: digest.to_string(),
-                source_image: source.to_string(),
-                from_stage: promotion.from().to_string(),
-                to_stage: promotion.to().to_string(),
-                trigger: trigger.clone(),
-                evidence: evidence_items.clone(),
-                identity: self.identity_name().await,
-                time: Utc::now(),
-            };
             evidence::record_promotion(
                 &destination_client,
                 &destination_repository,
@@ -794,9 +810,9 @@ impl Service {
                 &subject,
                 &record,
             )
-            .await?;
-        }
-
+            .await
+            .map_err(PromoteError::from)
+        };
         let announcement = publish::Promoted {
             image: destination.to_string(),
             digest: digest.to_string(),
@@ -808,8 +824,14 @@ impl Service {
             copy: report.clone(),
             destination_repository: destination_repository.to_string(),
         };
-        self.announce(|source, now| announcement.to_event(source, now))
-            .await?;
+        // The record and the announcement are independent; if either fails, the redelivery
+        // finds the image in place and does what is missing.
+        let (recorded, announced) = tokio::join!(
+            write_record,
+            self.announce(|source, now| announcement.to_event(source, now))
+        );
+        recorded?;
+        announced?;
         base.decision = if report.already_present && already_recorded {
             Decision::AlreadyPromoted
         } else {

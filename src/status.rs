@@ -229,7 +229,7 @@ impl StatusReport {
         for stage in &self.stages {
             let entered = stage
                 .entered_at
-                .map(|t| t.to_rfc3339())
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_else(|| "-".into());
             let holds = if stage.holds_digest { "yes" } else { "no" };
             let _ = writeln!(
@@ -251,7 +251,9 @@ impl StatusReport {
                     "{:<16} {:<15} {:<25} {}",
                     stage.stage,
                     signal.kind,
-                    signal.time.to_rfc3339(),
+                    signal
+                        .time
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     signal.event_id
                 );
             }

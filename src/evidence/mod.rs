@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::events::SignalKind;
+use crate::registry::client::PutManifestOutcome;
 use crate::registry::manifest::{
     Descriptor, OCI_MANIFEST, PROMOTER_ARTIFACT_TYPE_PREFIX, RawManifest,
 };
@@ -38,7 +39,9 @@ pub const PROMOTION_ARTIFACT_TYPE: &str = "application/vnd.promoter.promotion.v1
 /// for artifact usage").
 const EMPTY_CONFIG: &[u8] = b"{}";
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
-const TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+/// Millisecond resolution: an alert that clears within the second it fired must still come
+/// after it.
+const TIME_FORMAT: &str = "%Y%m%dT%H%M%S%3fZ";
 
 /// Why evidence could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,17 @@ pub struct StageRecords {
 }
 
 impl StageRecords {
+    /// Adds a record this instance just wrote, in case the listing was taken before it landed.
+    pub fn include(&mut self, digest: Option<&Digest>, recorded: Recorded) {
+        let list = match digest {
+            Some(digest) => self.by_digest.entry(digest.clone()).or_default(),
+            None => &mut self.alerts,
+        };
+        if !list.iter().any(|r| r.tag == recorded.tag) {
+            list.push(recorded);
+        }
+    }
+
     pub fn for_digest(&self, digest: &Digest) -> &[Recorded] {
         self.by_digest
             .get(digest)
@@ -211,6 +225,19 @@ pub async fn load(
     Ok(records)
 }
 
+/// How a signal will be listed once recorded: its tag, and its time as the tag keeps it.
+pub fn listed_as(kind: SignalKind, digest: Option<&Digest>, record: &SignalRecord) -> Recorded {
+    let tag = signal_tag(
+        kind,
+        digest,
+        record.time,
+        &record.event_source,
+        &record.event_id,
+    );
+    let time = parse_time(&record.time.format(TIME_FORMAT).to_string()).unwrap_or(record.time);
+    Recorded { kind, time, tag }
+}
+
 /// Records a signal. `subject` names the image for digest signals.
 pub async fn record_signal(
     client: &RegistryClient,
@@ -273,7 +300,7 @@ pub async fn record_promotion(
         "dev.promoter.promotion.to": record.to_stage,
         "dev.promoter.promotion.identity": record.identity,
     });
-    let manifest = push_record(
+    let (manifest, outcome) = push_record(
         client,
         repository,
         &tag,
@@ -283,13 +310,23 @@ pub async fn record_promotion(
         annotations,
     )
     .await?;
-    let mut listed = manifest.descriptor();
-    listed.artifact_type = Some(PROMOTION_ARTIFACT_TYPE.to_owned());
-    crate::registry::copy::update_fallback_tag(client, repository, digest, &[listed], None).await?;
+    if !outcome.registry_tracks_subject {
+        // Without the referrers API, standard tools find referrers in the fallback tag.
+        let mut listed = manifest.descriptor();
+        listed.artifact_type = Some(PROMOTION_ARTIFACT_TYPE.to_owned());
+        crate::registry::copy::update_fallback_tag(client, repository, digest, &[listed], None)
+            .await?;
+    }
     Ok(())
 }
 
-/// Pushes a record: its JSON as the one layer, the empty config, then the manifest under `tag`.
+/// The annotation that holds a record's JSON. Keeping the record in the manifest makes writing
+/// it one request and reading it one request; the layer is the OCI empty descriptor, as the image
+/// spec advises for artifacts without content.
+const RECORD_ANNOTATION: &str = "dev.promoter.record";
+
+/// Pushes a record under `tag`: the empty config (present after the first record), then the
+/// manifest that carries the record.
 async fn push_record<T: Serialize>(
     client: &RegistryClient,
     repository: &Repository,
@@ -297,27 +334,25 @@ async fn push_record<T: Serialize>(
     artifact_type: &str,
     record: &T,
     subject: Option<&Descriptor>,
-    annotations: serde_json::Value,
-) -> Result<RawManifest, EvidenceError> {
+    mut annotations: serde_json::Value,
+) -> Result<(RawManifest, PutManifestOutcome), EvidenceError> {
     let encode_error = |cause: String| EvidenceError::Encode {
         what: format!("{repository}:{tag}"),
         cause,
     };
-    let body = serde_json::to_vec(record).map_err(|e| encode_error(e.to_string()))?;
-    let body_digest = Digest::sha256_of(&body);
+    let body = serde_json::to_string(record).map_err(|e| encode_error(e.to_string()))?;
+    annotations[RECORD_ANNOTATION] = serde_json::Value::String(body);
     let empty_digest = Digest::sha256_of(EMPTY_CONFIG);
     client
         .push_blob_bytes(repository, &empty_digest, Bytes::from_static(EMPTY_CONFIG))
         .await?;
-    client
-        .push_blob_bytes(repository, &body_digest, Bytes::from(body.clone()))
-        .await?;
+    let empty = serde_json::json!({"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.as_str(), "size": EMPTY_CONFIG.len()});
     let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": artifact_type,
-        "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.as_str(), "size": EMPTY_CONFIG.len()},
-        "layers": [{"mediaType": "application/json", "digest": body_digest.as_str(), "size": body.len()}],
+        "config": empty,
+        "layers": [empty],
         "annotations": annotations,
     });
     if let Some(subject) = subject {
@@ -328,8 +363,8 @@ async fn push_record<T: Serialize>(
     let bytes = serde_json::to_vec(&manifest).map_err(|e| encode_error(e.to_string()))?;
     let manifest = RawManifest::new(Bytes::from(bytes), Some(OCI_MANIFEST.to_owned()))
         .map_err(encode_error)?;
-    client.put_manifest(repository, tag, &manifest).await?;
-    Ok(manifest)
+    let outcome = client.put_manifest(repository, tag, &manifest).await?;
+    Ok((manifest, outcome))
 }
 
 async fn read_record<T: for<'de> Deserialize<'de>>(
@@ -347,23 +382,10 @@ async fn read_record<T: for<'de> Deserialize<'de>>(
     {
         return Ok(None);
     }
-    let Some(layer) = manifest
-        .blobs()
-        .iter()
-        .find(|d| d.media_type == "application/json")
-    else {
-        return Ok(None);
-    };
-    let digest = layer.digest().map_err(|cause| EvidenceError::Encode {
-        what: format!("{repository}:{tag}"),
-        cause,
-    })?;
-    let response = client.get_blob(repository, &digest).await?;
-    let bytes = response.bytes().await.map_err(|e| EvidenceError::Encode {
-        what: format!("{repository}:{tag}"),
-        cause: format!("reading the record: {e}"),
-    })?;
-    Ok(serde_json::from_slice(&bytes).ok())
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap_or_default();
+    Ok(parsed["annotations"][RECORD_ANNOTATION]
+        .as_str()
+        .and_then(|record| serde_json::from_str(record).ok()))
 }
 
 #[cfg(test)]
