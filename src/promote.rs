@@ -739,7 +739,11 @@ impl Service {
         let _guard = lock.lock().await;
 
         let job = CopyJob {
-            source: source.clone(),
+            // By digest alone: the tag was checked against it when the signal was read.
+            source: ImageRef {
+                tag: None,
+                ..source.clone()
+            },
             destination: destination.clone(),
             source_identity: self.identity.clone(),
             destination_identity: self.identity.clone(),
@@ -755,21 +759,23 @@ impl Service {
                 }
             })?;
 
-        let mut evidence_items = Vec::new();
-        for record in satisfied_by {
-            // A gate's record names the tag of its evidence record (`status::to_rule_record`);
-            // the evidence record holds the event's own id.
-            let full =
-                evidence::read_signal(stage_client, &located.repository, &record.event_id).await?;
-            evidence_items.push(EvidenceRecord {
+        // A gate's record names the tag of its evidence record (`status::to_rule_record`); the
+        // evidence record holds the event's own id.
+        let full_records = futures::future::try_join_all(satisfied_by.iter().map(|record| {
+            evidence::read_signal(stage_client, &located.repository, &record.event_id)
+        }))
+        .await?;
+        let evidence_items: Vec<EvidenceRecord> = satisfied_by
+            .iter()
+            .zip(full_records)
+            .map(|(record, full)| EvidenceRecord {
                 kind: record.kind.to_string(),
                 id: full
-                    .as_ref()
-                    .map(|f| f.event_id.clone())
+                    .map(|f| f.event_id)
                     .unwrap_or_else(|| record.event_id.clone()),
                 time: record.time,
-            });
-        }
+            })
+            .collect();
         let trigger = trigger_of(signal);
         let destination_client = self.client(&destination_repository, "pull,push").await?;
         // A fresh copy cannot have a record yet; only an image already there may.
@@ -793,16 +799,16 @@ impl Service {
             if already_recorded {
                 return Ok(());
             }
-            let subject = destination_client
-                .head_descriptor(&destination_repository, digest.as_str())
-                .await?
-                .map(|(_, d)| d)
-                .ok_or_else(|| {
-                    PromoteError::rejected(
-                        format!("{destination} vanished after the copy"),
-                        base.clone(),
-                    )
-                })?;
+            // The copy's top manifest is the subject: the same bytes in both stages.
+            let subject = Descriptor {
+                media_type: report.media_type.clone(),
+                digest: digest.to_string(),
+                size: report.manifest_size,
+                artifact_type: None,
+                annotations: None,
+                platform: None,
+                urls: None,
+            };
             evidence::record_promotion(
                 &destination_client,
                 &destination_repository,

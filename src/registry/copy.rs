@@ -15,7 +15,7 @@ use std::time::Instant;
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 
-use super::client::{MountOutcome, RegistryClient};
+use super::client::{MountOutcome, PutManifestOutcome, RegistryClient};
 use super::manifest::{Descriptor, PROMOTER_ARTIFACT_TYPE_PREFIX, RawManifest, referrers_index};
 use super::{Digest, ImageRef, RegistryError, Repository};
 
@@ -67,6 +67,9 @@ pub struct CopyReport {
     /// Not in the JSON contract; the text output says "would promote".
     #[serde(skip)]
     pub dry_run: bool,
+    /// The size of the top manifest, to name it as a `subject` (not in the JSON contract).
+    #[serde(skip)]
+    pub manifest_size: u64,
     pub duration_ms: u64,
 }
 
@@ -135,21 +138,15 @@ impl Copier<'_> {
 
         let mut counts = Counts::default();
         if !already_present {
+            let tag = destination.tag.as_ref().map(|t| t.as_str());
             self.copy_tree(
                 &source.repository,
                 &destination.repository,
                 &top,
-                0,
+                tag,
                 &mut counts,
             )
             .await?;
-            if let Some(tag) = &destination.tag
-                && !self.options.dry_run
-            {
-                self.destination
-                    .put_manifest(&destination.repository, tag.as_str(), &top)
-                    .await?;
-            }
         }
         if self.options.referrers {
             self.copy_referrers(
@@ -174,6 +171,7 @@ impl Copier<'_> {
             referrers_copied: counts.referrers_copied,
             already_present,
             dry_run: self.options.dry_run,
+            manifest_size: top.bytes.len() as u64,
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -221,7 +219,8 @@ impl Copier<'_> {
         Ok(manifest)
     }
 
-    /// Copies a manifest and everything below it, pushing it by digest last. A manifest the
+    /// Copies a manifest and everything below it: blobs, then child manifests by digest, then the
+    /// manifest itself under `reference` (a tag; its digest when `None`). A manifest the
     /// destination already has is complete there (the registry checked its references when it
     /// was pushed), so its subtree is skipped. Returns whether the registry said it indexes the
     /// pushed manifests' `subject` itself (OCI 1.1 `OCI-Subject` header).
@@ -230,20 +229,10 @@ impl Copier<'_> {
         from: &Repository,
         to: &Repository,
         manifest: &RawManifest,
-        depth: usize,
+        reference: Option<&str>,
         counts: &mut Counts,
     ) -> Result<bool, RegistryError> {
-        let mut manifests = Vec::new();
-        let mut blobs = BTreeMap::new();
-        self.collect(
-            from,
-            to,
-            manifest.clone(),
-            depth,
-            &mut manifests,
-            &mut blobs,
-        )
-        .await?;
+        let (manifests, blobs) = self.collect(from, to, manifest.clone(), 0).await?;
         counts.manifests += manifests.len() as u64;
         counts.blobs_total += blobs.len() as u64;
         self.progress
@@ -262,40 +251,59 @@ impl Copier<'_> {
                 BlobOutcome::Copied => counts.blobs_copied += 1,
             }
         }
-        let mut registry_tracks_subject = false;
-        if !self.options.dry_run {
-            // `collect` listed children before parents: push in that order.
-            for manifest in &manifests {
-                let outcome = self
-                    .destination
-                    .put_manifest(to, manifest.digest.as_str(), manifest)
-                    .await?;
-                registry_tracks_subject |= outcome.registry_tracks_subject;
-            }
+        if self.options.dry_run {
+            return Ok(false);
+        }
+        let (top, below): (Vec<&RawManifest>, Vec<&RawManifest>) =
+            manifests.iter().partition(|m| m.digest == manifest.digest);
+        // Image manifests depend on blobs only: they go up together. Indexes follow in the order
+        // `collect` listed them (children first).
+        let (images, indexes): (Vec<&RawManifest>, Vec<&RawManifest>) =
+            below.into_iter().partition(|m| !m.is_index());
+        let pushed: Vec<PutManifestOutcome> = futures::future::try_join_all(
+            images
+                .iter()
+                .map(|m| self.destination.put_manifest(to, m.digest.as_str(), m)),
+        )
+        .await?;
+        let mut registry_tracks_subject = pushed.iter().any(|o| o.registry_tracks_subject);
+        for index in indexes {
+            registry_tracks_subject |= self
+                .destination
+                .put_manifest(to, index.digest.as_str(), index)
+                .await?
+                .registry_tracks_subject;
+        }
+        // The manifest itself last, under its tag when it has one (a tag PUT stores it by digest
+        // too). When the destination already had it by digest, only the tag is missing.
+        if !top.is_empty() || reference.is_some() {
+            let reference = reference.unwrap_or(manifest.digest.as_str());
+            registry_tracks_subject |= self
+                .destination
+                .put_manifest(to, reference, manifest)
+                .await?
+                .registry_tracks_subject;
         }
         Ok(registry_tracks_subject)
     }
 
-    /// Walks the manifest tree depth-first, listing the manifests the destination lacks
-    /// (children first) and the distinct blobs they need.
+    /// Walks the manifest tree, listing the manifests the destination lacks (children before
+    /// their parents) and the distinct blobs they need. Children are fetched side by side.
     async fn collect(
         &self,
         from: &Repository,
         to: &Repository,
         manifest: RawManifest,
         depth: usize,
-        manifests: &mut Vec<RawManifest>,
-        blobs: &mut BTreeMap<String, Descriptor>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(Vec<RawManifest>, BTreeMap<String, Descriptor>), RegistryError> {
         if depth > MAX_DEPTH {
             return Err(RegistryError::BadManifest {
                 image: format!("{from}@{}", manifest.digest),
                 cause: format!("manifests nest deeper than {MAX_DEPTH} levels"),
             });
         }
-        if manifests.iter().any(|m| m.digest == manifest.digest) {
-            return Ok(());
-        }
+        let mut manifests = Vec::new();
+        let mut blobs = BTreeMap::new();
         // One HEAD per manifest: a half-done copy (or an image already there under another tag)
         // has whole subtrees in place, and they need no walk.
         if self
@@ -304,15 +312,33 @@ impl Copier<'_> {
             .await?
             .is_some()
         {
-            return Ok(());
+            return Ok((manifests, blobs));
         }
+        let mut children = Vec::new();
         for child in manifest.children() {
             let digest = child.digest().map_err(|cause| RegistryError::BadManifest {
                 image: format!("{from}@{}", manifest.digest),
                 cause,
             })?;
-            let child_manifest = self.fetch_by_digest(from, &digest).await?;
-            Box::pin(self.collect(from, to, child_manifest, depth + 1, manifests, blobs)).await?;
+            if !children.contains(&digest) {
+                children.push(digest);
+            }
+        }
+        let subtrees = futures::future::try_join_all(children.iter().map(|digest| async move {
+            let child = self.fetch_by_digest(from, digest).await?;
+            Box::pin(self.collect(from, to, child, depth + 1)).await
+        }))
+        .await?;
+        for (child_manifests, child_blobs) in subtrees {
+            for child in child_manifests {
+                if !manifests
+                    .iter()
+                    .any(|m: &RawManifest| m.digest == child.digest)
+                {
+                    manifests.push(child);
+                }
+            }
+            blobs.extend(child_blobs);
         }
         for blob in manifest.blobs() {
             blobs
@@ -320,7 +346,7 @@ impl Copier<'_> {
                 .or_insert_with(|| blob.clone());
         }
         manifests.push(manifest);
-        Ok(())
+        Ok((manifests, blobs))
     }
 
     async fn fetch_by_digest(
@@ -501,11 +527,8 @@ impl Copier<'_> {
                 if self.destination.head_manifest(to, &tag).await?.as_ref()
                     != Some(&artifact.digest)
                 {
-                    self.copy_tree(from, to, &artifact, 1, &mut referrer_counts)
+                    self.copy_tree(from, to, &artifact, Some(&tag), &mut referrer_counts)
                         .await?;
-                    if !self.options.dry_run {
-                        self.destination.put_manifest(to, &tag, &artifact).await?;
-                    }
                     counts.referrers_copied += 1;
                 }
                 queue.push((artifact.digest.clone(), depth + 1));
@@ -553,7 +576,7 @@ impl Copier<'_> {
                 {
                     let referrer = self.fetch_by_digest(from, &digest).await?;
                     registry_tracks_subject |= self
-                        .copy_tree(from, to, &referrer, 1, &mut referrer_counts)
+                        .copy_tree(from, to, &referrer, None, &mut referrer_counts)
                         .await?;
                     counts.referrers_copied += 1;
                     copied_any = true;
