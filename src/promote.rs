@@ -395,10 +395,23 @@ impl Service {
         repository: &Repository,
         actions: &str,
     ) -> impl Future<Output = Result<RegistryClient, RegistryError>> {
+        self.client_mounting(repository, actions, None)
+    }
+
+    /// The same, also allowed to mount blobs from `mount_from` (pull on it, in the same token).
+    fn client_mounting(
+        &self,
+        repository: &Repository,
+        actions: &str,
+        mount_from: Option<&Repository>,
+    ) -> impl Future<Output = Result<RegistryClient, RegistryError>> {
         let identity = self.identity.clone();
         let transport = self.transport.clone();
         let registry = repository.registry.clone();
-        let scopes = vec![scope(repository, actions)];
+        let mut scopes = vec![scope(repository, actions)];
+        if let Some(from) = mount_from.filter(|from| from.registry == repository.registry) {
+            scopes.push(scope(from, "pull"));
+        }
         async move {
             let credential = identity.resolve(&registry).await?;
             Ok(transport.client(registry, credential, scopes))
@@ -777,7 +790,13 @@ impl Service {
             })
             .collect();
         let trigger = trigger_of(signal);
-        let destination_client = self.client(&destination_repository, "pull,push").await?;
+        let destination_client = self
+            .client_mounting(
+                &destination_repository,
+                "pull,push",
+                Some(&located.repository),
+            )
+            .await?;
         // A fresh copy cannot have a record yet; only an image already there may.
         let already_recorded = report.already_present
             && evidence::load(&destination_client, &destination_repository)
@@ -812,6 +831,7 @@ impl Service {
             evidence::record_promotion(
                 &destination_client,
                 &destination_repository,
+                Some(&located.repository),
                 digest,
                 &subject,
                 &record,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::events::SignalKind;
-use crate::registry::client::PutManifestOutcome;
+use crate::registry::client::{MountOutcome, PutManifestOutcome};
 use crate::registry::manifest::{
     Descriptor, OCI_MANIFEST, PROMOTER_ARTIFACT_TYPE_PREFIX, RawManifest,
 };
@@ -259,16 +259,13 @@ pub async fn record_signal(
         "dev.promoter.signal.id": record.event_id,
         "dev.promoter.signal.source": record.event_source,
     });
-    push_record(
-        client,
-        repository,
-        &tag,
-        SIGNAL_ARTIFACT_TYPE,
-        record,
-        subject.map(|(_, d)| d),
+    let artifact = Artifact {
+        tag: &tag,
+        artifact_type: SIGNAL_ARTIFACT_TYPE,
+        subject: subject.map(|(_, d)| d),
         annotations,
-    )
-    .await?;
+    };
+    push_record(client, repository, artifact, record, None).await?;
     Ok(tag)
 }
 
@@ -285,6 +282,7 @@ pub async fn read_signal(
 pub async fn record_promotion(
     client: &RegistryClient,
     repository: &Repository,
+    from: Option<&Repository>,
     digest: &Digest,
     subject: &Descriptor,
     record: &PromotionRecord,
@@ -300,16 +298,13 @@ pub async fn record_promotion(
         "dev.promoter.promotion.to": record.to_stage,
         "dev.promoter.promotion.identity": record.identity,
     });
-    let (manifest, outcome) = push_record(
-        client,
-        repository,
-        &tag,
-        PROMOTION_ARTIFACT_TYPE,
-        record,
-        Some(subject),
+    let artifact = Artifact {
+        tag: &tag,
+        artifact_type: PROMOTION_ARTIFACT_TYPE,
+        subject: Some(subject),
         annotations,
-    )
-    .await?;
+    };
+    let (manifest, outcome) = push_record(client, repository, artifact, record, from).await?;
     if !outcome.registry_tracks_subject {
         // Without the referrers API, standard tools find referrers in the fallback tag.
         let mut listed = manifest.descriptor();
@@ -318,6 +313,14 @@ pub async fn record_promotion(
             .await?;
     }
     Ok(())
+}
+
+/// What distinguishes one record's manifest.
+struct Artifact<'a> {
+    tag: &'a str,
+    artifact_type: &'a str,
+    subject: Option<&'a Descriptor>,
+    annotations: serde_json::Value,
 }
 
 /// The annotation that holds a record's JSON. Keeping the record in the manifest makes writing
@@ -330,12 +333,16 @@ const RECORD_ANNOTATION: &str = "dev.promoter.record";
 async fn push_record<T: Serialize>(
     client: &RegistryClient,
     repository: &Repository,
-    tag: &str,
-    artifact_type: &str,
+    artifact: Artifact<'_>,
     record: &T,
-    subject: Option<&Descriptor>,
-    mut annotations: serde_json::Value,
+    empty_from: Option<&Repository>,
 ) -> Result<(RawManifest, PutManifestOutcome), EvidenceError> {
+    let Artifact {
+        tag,
+        artifact_type,
+        subject,
+        mut annotations,
+    } = artifact;
     let encode_error = |cause: String| EvidenceError::Encode {
         what: format!("{repository}:{tag}"),
         cause,
@@ -343,9 +350,7 @@ async fn push_record<T: Serialize>(
     let body = serde_json::to_string(record).map_err(|e| encode_error(e.to_string()))?;
     annotations[RECORD_ANNOTATION] = serde_json::Value::String(body);
     let empty_digest = Digest::sha256_of(EMPTY_CONFIG);
-    client
-        .push_blob_bytes(repository, &empty_digest, Bytes::from_static(EMPTY_CONFIG))
-        .await?;
+    put_empty_blob(client, repository, &empty_digest, empty_from).await?;
     let empty = serde_json::json!({"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.as_str(), "size": EMPTY_CONFIG.len()});
     let mut manifest = serde_json::json!({
         "schemaVersion": 2,
@@ -365,6 +370,34 @@ async fn push_record<T: Serialize>(
         .map_err(encode_error)?;
     let outcome = client.put_manifest(repository, tag, &manifest).await?;
     Ok((manifest, outcome))
+}
+
+/// The empty config blob, mounted from `from` (the previous stage, which has it from its own
+/// records) in one request where the registry allows, else uploaded if absent.
+async fn put_empty_blob(
+    client: &RegistryClient,
+    repository: &Repository,
+    digest: &Digest,
+    from: Option<&Repository>,
+) -> Result<(), RegistryError> {
+    if let Some(from) =
+        from.filter(|from| from.registry == repository.registry && *from != repository)
+    {
+        match client.mount_blob(repository, digest, from).await {
+            Ok(MountOutcome::Mounted) => return Ok(()),
+            Ok(MountOutcome::UploadAt(location)) => {
+                let body = reqwest::Body::from(Bytes::from_static(EMPTY_CONFIG));
+                return client
+                    .put_blob(&location, digest, EMPTY_CONFIG.len() as u64, body)
+                    .await;
+            }
+            Err(error) if error.is_transient() => return Err(error),
+            Err(_) => {}
+        }
+    }
+    client
+        .push_blob_bytes(repository, digest, Bytes::from_static(EMPTY_CONFIG))
+        .await
 }
 
 async fn read_record<T: for<'de> Deserialize<'de>>(

@@ -23,6 +23,9 @@ use super::{Digest, ImageRef, RegistryError, Repository};
 /// attestation of an image) before the copy refuses: real images nest two or three levels.
 const MAX_DEPTH: usize = 8;
 
+/// Cross-repository mounts in flight at once (they carry no bytes).
+const MOUNT_CONCURRENCY: usize = 16;
+
 /// Choices for one copy.
 #[derive(Clone, Debug)]
 pub struct CopyOptions {
@@ -136,8 +139,14 @@ impl Copier<'_> {
             _ => false,
         };
 
+        // The image and what refers to it go up side by side: a signature may land a moment
+        // before the tag it signs, never the tag before its own manifests.
         let mut counts = Counts::default();
-        if !already_present {
+        let mut referrer_counts = Counts::default();
+        let image = async {
+            if already_present {
+                return Ok(false);
+            }
             let tag = destination.tag.as_ref().map(|t| t.as_str());
             self.copy_tree(
                 &source.repository,
@@ -146,17 +155,24 @@ impl Copier<'_> {
                 tag,
                 &mut counts,
             )
-            .await?;
-        }
-        if self.options.referrers {
+            .await
+        };
+        let referrers = async {
+            if !self.options.referrers {
+                return Ok(());
+            }
             self.copy_referrers(
                 &source.repository,
                 &destination.repository,
                 &top,
-                &mut counts,
+                &mut referrer_counts,
             )
-            .await?;
-        }
+            .await
+        };
+        let (image, referrers) = tokio::join!(image, referrers);
+        image?;
+        referrers?;
+        counts.referrers_copied = referrer_counts.referrers_copied;
         Ok(CopyReport {
             source: source.to_string(),
             destination: destination.to_string(),
@@ -239,9 +255,15 @@ impl Copier<'_> {
             .blobs_total
             .fetch_add(blobs.len() as u64, Ordering::Relaxed);
 
+        // Mounts move no bytes: all of an image's go at once. Streams are bounded for memory.
+        let concurrency = if from.registry == to.registry {
+            MOUNT_CONCURRENCY
+        } else {
+            self.options.concurrency.max(1)
+        };
         let outcomes: Vec<BlobOutcome> = futures::stream::iter(blobs.into_values())
             .map(|descriptor| self.copy_blob(from, to, descriptor))
-            .buffer_unordered(self.options.concurrency.max(1))
+            .buffer_unordered(concurrency)
             .try_collect()
             .await?;
         for outcome in outcomes {
