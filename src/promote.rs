@@ -493,48 +493,51 @@ impl Service {
             );
             return Ok(base);
         }
-        // Records are one tag each, so the listing need not wait for this one: it is added below.
-        let (written, listed) =
-            tokio::join!(write, evidence::load(&stage_client, &located.repository));
-        written?;
-        let mut records = listed?;
-        records.include(
-            Some(&digest),
-            evidence::listed_as(signal.kind, Some(&digest), &record),
-        );
-        let mut outcomes = Vec::new();
-        for promotion in promotions {
-            if promotion.block_on().contains(&signal.kind)
-                && !promotion.require().contains(&signal.kind)
-            {
-                // A blocking signal is accepted and recorded; it is the promotion it blocks that
-                // is refused, when a signal asks for it.
-                let mut recorded = base.clone();
-                recorded.to_stage = Some(promotion.to().to_string());
-                recorded.reason = format!(
-                    "{} recorded for {digest}: it blocks promotion {} -> {}",
-                    signal.kind,
-                    promotion.from(),
-                    promotion.to()
-                );
-                outcomes.push(recorded);
-                continue;
-            }
-            outcomes.push(
-                self.evaluate_and_promote(
-                    signal,
-                    located,
-                    &stage_client,
-                    &records,
-                    promotion,
-                    &digest,
-                    located.tag.clone(),
-                    base.clone(),
-                )
-                .await?,
+        // Records are one tag each, so nothing waits for this one: the listing adds it, and the
+        // decision (and any copy) goes ahead while it is written. The answer waits for both.
+        let decision = async {
+            let mut records = evidence::load(&stage_client, &located.repository).await?;
+            records.include(
+                Some(&digest),
+                evidence::listed_as(signal.kind, Some(&digest), &record),
             );
-        }
-        Ok(most_significant(outcomes))
+            let mut outcomes = Vec::new();
+            for promotion in promotions {
+                if promotion.block_on().contains(&signal.kind)
+                    && !promotion.require().contains(&signal.kind)
+                {
+                    // A blocking signal is accepted and recorded; it is the promotion it blocks
+                    // that is refused, when a signal asks for it.
+                    let mut recorded = base.clone();
+                    recorded.to_stage = Some(promotion.to().to_string());
+                    recorded.reason = format!(
+                        "{} recorded for {digest}: it blocks promotion {} -> {}",
+                        signal.kind,
+                        promotion.from(),
+                        promotion.to()
+                    );
+                    outcomes.push(recorded);
+                    continue;
+                }
+                let outcome = self
+                    .evaluate_and_promote(
+                        signal,
+                        located,
+                        &stage_client,
+                        &records,
+                        promotion,
+                        &digest,
+                        located.tag.clone(),
+                        base.clone(),
+                    )
+                    .await?;
+                outcomes.push(outcome);
+            }
+            Ok::<_, PromoteError>(most_significant(outcomes))
+        };
+        let (written, decided) = tokio::join!(write, decision);
+        written?;
+        decided
     }
 
     /// alert-firing, alert-clear: about the image in a stage, whatever its digest.
@@ -667,6 +670,7 @@ impl Service {
         };
         match rules::evaluate(promotion, &evidence, Utc::now()) {
             Gate::Open { satisfied_by } => {
+                let evidence = (records, satisfied_by.as_slice());
                 self.promote(
                     signal,
                     located,
@@ -674,7 +678,7 @@ impl Service {
                     promotion,
                     digest,
                     tag,
-                    &satisfied_by,
+                    evidence,
                     base,
                 )
                 .await
@@ -719,7 +723,7 @@ impl Service {
         promotion: &Promotion,
         digest: &Digest,
         tag: Option<Tag>,
-        satisfied_by: &[rules::Record],
+        (records, satisfied_by): (&StageRecords, &[rules::Record]),
         mut base: Outcome,
     ) -> Result<Outcome, PromoteError> {
         let Some(to_stage) = self.pipeline.stage(promotion.to().as_str()) else {
@@ -773,19 +777,26 @@ impl Service {
             })?;
 
         // A gate's record names the tag of its evidence record (`status::to_rule_record`); the
-        // evidence record holds the event's own id.
-        let full_records = futures::future::try_join_all(satisfied_by.iter().map(|record| {
-            evidence::read_signal(stage_client, &located.repository, &record.event_id)
-        }))
-        .await?;
+        // evidence record holds the event's own id (known already for the one just written).
+        let event_ids =
+            futures::future::try_join_all(satisfied_by.iter().map(|record| async move {
+                if let Some(id) = records.known_event_id(&record.event_id) {
+                    return Ok::<_, EvidenceError>(id.to_owned());
+                }
+                let full =
+                    evidence::read_signal(stage_client, &located.repository, &record.event_id)
+                        .await?;
+                Ok(full
+                    .map(|f| f.event_id)
+                    .unwrap_or_else(|| record.event_id.clone()))
+            }))
+            .await?;
         let evidence_items: Vec<EvidenceRecord> = satisfied_by
             .iter()
-            .zip(full_records)
-            .map(|(record, full)| EvidenceRecord {
+            .zip(event_ids)
+            .map(|(record, id)| EvidenceRecord {
                 kind: record.kind.to_string(),
-                id: full
-                    .map(|f| f.event_id)
-                    .unwrap_or_else(|| record.event_id.clone()),
+                id,
                 time: record.time,
             })
             .collect();

@@ -100,6 +100,8 @@ pub struct Recorded {
     pub time: DateTime<Utc>,
     /// The tag that holds the record; [`read_signal`] reads the whole record.
     pub tag: String,
+    /// The event's own id, when this instance wrote the record and so knows it without reading.
+    pub event_id: Option<String>,
 }
 
 /// Everything recorded in one stage repository.
@@ -114,6 +116,16 @@ pub struct StageRecords {
 }
 
 impl StageRecords {
+    /// The event id of the record under `tag`, when known without reading it.
+    pub fn known_event_id(&self, tag: &str) -> Option<&str> {
+        self.by_digest
+            .values()
+            .flatten()
+            .chain(&self.alerts)
+            .find(|r| r.tag == tag)
+            .and_then(|r| r.event_id.as_deref())
+    }
+
     /// Adds a record this instance just wrote, in case the listing was taken before it landed.
     pub fn include(&mut self, digest: Option<&Digest>, recorded: Recorded) {
         let list = match digest {
@@ -186,6 +198,7 @@ fn parse_tag(tag: &str) -> Option<RecordTag> {
             kind: kind.parse().ok()?,
             time: parse_time(time)?,
             tag: tag.to_owned(),
+            event_id: None,
         })
     };
     let parts: Vec<&str> = tag.split('.').collect();
@@ -235,7 +248,12 @@ pub fn listed_as(kind: SignalKind, digest: Option<&Digest>, record: &SignalRecor
         &record.event_id,
     );
     let time = parse_time(&record.time.format(TIME_FORMAT).to_string()).unwrap_or(record.time);
-    Recorded { kind, time, tag }
+    Recorded {
+        kind,
+        time,
+        tag,
+        event_id: Some(record.event_id.clone()),
+    }
 }
 
 /// Records a signal. `subject` names the image for digest signals.
