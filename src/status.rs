@@ -164,15 +164,7 @@ pub async fn status(
         } else if !*in_from {
             gate.state = "not-in-stage".into();
         } else {
-            let evidence = rules::Evidence {
-                digest_signals: records
-                    .for_digest(&digest)
-                    .iter()
-                    .map(to_rule_record)
-                    .collect(),
-                alert_signals: records.alerts.iter().map(to_rule_record).collect(),
-                entered_stage_at: records.promoted_at.get(&digest).copied(),
-            };
+            let evidence = records.evidence_for(&digest);
             match rules::evaluate(promotion, &evidence, now) {
                 Gate::Open { .. } => gate.state = "open".into(),
                 Gate::Pending {
@@ -205,14 +197,6 @@ pub async fn status(
         stages,
         gates,
     })
-}
-
-pub fn to_rule_record(recorded: &evidence::Recorded) -> rules::Record {
-    rules::Record {
-        kind: recorded.kind,
-        event_id: recorded.tag.clone(),
-        time: recorded.time,
-    }
 }
 
 impl StatusReport {

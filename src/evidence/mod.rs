@@ -116,6 +116,21 @@ pub struct StageRecords {
 }
 
 impl StageRecords {
+    /// What the gates of a promotion out of this stage see for `digest`. A rule record's
+    /// `event_id` is the record's tag: the event's own id is read from the record when needed.
+    pub fn evidence_for(&self, digest: &Digest) -> crate::rules::Evidence {
+        let rule_record = |r: &Recorded| crate::rules::Record {
+            kind: r.kind,
+            event_id: r.tag.clone(),
+            time: r.time,
+        };
+        crate::rules::Evidence {
+            digest_signals: self.for_digest(digest).iter().map(rule_record).collect(),
+            alert_signals: self.alerts.iter().map(rule_record).collect(),
+            entered_stage_at: self.promoted_at.get(digest).copied(),
+        }
+    }
+
     /// The event id of the record under `tag`, when known without reading it.
     pub fn known_event_id(&self, tag: &str) -> Option<&str> {
         self.by_digest

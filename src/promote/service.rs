@@ -1,205 +1,26 @@
-//! The one orchestrator that the command line and the service both call.
-//!
-//! [`copy`] runs one copy job with the identities resolved for it. [`Service`] takes a signal,
-//! finds its stage with the pipeline (`rules`), records it next to the image (`evidence`),
-//! evaluates the gates of the promotions it may open, copies, records the promotion, and
-//! announces the outcome (`publish`).
-
-use std::sync::Arc;
-
-use crate::registry::auth::IdentityChoice;
-use crate::registry::client::scope;
-use crate::registry::copy::Progress;
-use crate::registry::{Copier, CopyOptions, CopyReport, ImageRef, RegistryError, Transport};
-
-/// One copy job.
-#[derive(Clone, Debug)]
-pub struct CopyJob {
-    pub source: ImageRef,
-    pub destination: ImageRef,
-    pub source_identity: IdentityChoice,
-    pub destination_identity: IdentityChoice,
-    pub options: CopyOptions,
-}
-
-/// Runs a copy job with credentials resolved now (a fresh Google token per job, DESIGN.md §4).
-/// Credentials are only sent to the two registries the job names.
-pub async fn copy(
-    transport: &Transport,
-    job: &CopyJob,
-    progress: Arc<Progress>,
-) -> Result<CopyReport, RegistryError> {
-    let source_host = &job.source.repository.registry;
-    let destination_host = &job.destination.repository.registry;
-    let source_credential = job.source_identity.resolve(source_host).await?;
-    let destination_credential = job.destination_identity.resolve(destination_host).await?;
-
-    let mut destination_scopes = vec![scope(&job.destination.repository, "pull,push")];
-    if source_host == destination_host {
-        // A cross-repository mount needs pull on the source repository in the same token.
-        destination_scopes.push(scope(&job.source.repository, "pull"));
-    }
-    let source_client = transport.client(
-        source_host.clone(),
-        source_credential,
-        vec![scope(&job.source.repository, "pull")],
-    );
-    let destination_client = transport.client(
-        destination_host.clone(),
-        destination_credential,
-        destination_scopes,
-    );
-    let copier = Copier {
-        source: &source_client,
-        destination: &destination_client,
-        options: job.options.clone(),
-        progress,
-    };
-    copier.copy(&job.source, &job.destination).await
-}
-
-// ---------------------------------------------------------------------------------------------
-// The service: a signal in, a decision out (DESIGN.md §5).
-// ---------------------------------------------------------------------------------------------
+//! The service: a signal in, a decision out (DESIGN.md §5). Locates the signal in the pipeline,
+//! records it next to the image, evaluates the gates of the promotions it may open from the
+//! records, copies, records the promotion and announces the outcome.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
+use super::outcome::{Decision, Outcome, PromoteError, most_significant};
+use super::{CopyJob, copy};
 use crate::events::{Delivery, EventsError, RawSignal, SignalKind};
 use crate::evidence::{self, EvidenceError, PromotionRecord, SignalRecord, StageRecords};
 use crate::publish::{self, EventPublisher, EvidenceRecord, PublishError, TriggerRecord};
+use crate::registry::auth::IdentityChoice;
+use crate::registry::client::scope;
+use crate::registry::copy::Progress;
 use crate::registry::manifest::Descriptor;
-use crate::registry::{Digest, RegistryClient, Repository, Tag};
+use crate::registry::{
+    CopyOptions, Digest, ImageRef, RegistryClient, RegistryError, Repository, Tag, Transport,
+};
 use crate::rules::{self, Gate, Located, Pipeline, Promotion, RulesError};
-use std::future::Future;
-
-/// What the service decided about a signal: the `decision` of DESIGN.md §5.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Decision {
-    Promoted,
-    AlreadyPromoted,
-    Pending,
-    Recorded,
-    Rejected,
-    Ignored,
-}
-
-impl Decision {
-    /// Which decision speaks for a request that carried several signals (lowest first).
-    pub fn rank(self) -> u8 {
-        match self {
-            Decision::Promoted => 0,
-            Decision::AlreadyPromoted => 1,
-            Decision::Pending => 2,
-            Decision::Recorded => 3,
-            Decision::Rejected => 4,
-            Decision::Ignored => 5,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Promoted => "promoted",
-            Decision::AlreadyPromoted => "already-promoted",
-            Decision::Pending => "pending",
-            Decision::Recorded => "recorded",
-            Decision::Rejected => "rejected",
-            Decision::Ignored => "ignored",
-        }
-    }
-}
-
-/// The answer to one signal.
-#[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
-    pub decision: Decision,
-    pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from_stage: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to_stage: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy: Option<CopyReport>,
-}
-
-impl Outcome {
-    /// A rejection with nothing known but the reason.
-    pub fn rejected(reason: impl Into<String>) -> Self {
-        Outcome::new(Decision::Rejected, reason)
-    }
-
-    fn new(decision: Decision, reason: impl Into<String>) -> Self {
-        Outcome {
-            decision,
-            reason: reason.into(),
-            event_id: None,
-            image: None,
-            digest: None,
-            from_stage: None,
-            to_stage: None,
-            missing: Vec::new(),
-            not_before: None,
-            copy: None,
-        }
-    }
-}
-
-/// Why a signal could not be handled. Each variant says whether a retry can help; exactly one
-/// place (`http::ack`) turns that into a status code or an ack.
-#[derive(Debug, thiserror::Error)]
-pub enum PromoteError {
-    /// The signal is wrong or the rules refuse it; retrying the same signal cannot help.
-    #[error("{reason}")]
-    Rejected {
-        reason: String,
-        outcome: Box<Outcome>,
-    },
-    /// A registry failed.
-    #[error("{0}")]
-    Registry(#[from] RegistryError),
-    /// Recording or reading evidence failed.
-    #[error("{0}")]
-    Evidence(#[from] EvidenceError),
-    /// Publishing the outcome failed.
-    #[error("publishing to {topic}: {source}")]
-    Publish { topic: String, source: PublishError },
-}
-
-impl PromoteError {
-    pub fn is_transient(&self) -> bool {
-        match self {
-            PromoteError::Rejected { .. } => false,
-            PromoteError::Registry(e) => e.is_transient(),
-            PromoteError::Evidence(e) => e.is_transient(),
-            PromoteError::Publish { source, .. } => source.is_transient(),
-        }
-    }
-
-    fn rejected(reason: impl Into<String>, outcome: Outcome) -> Self {
-        let reason = reason.into();
-        PromoteError::Rejected {
-            outcome: Box::new(Outcome {
-                decision: Decision::Rejected,
-                reason: reason.clone(),
-                ..outcome
-            }),
-            reason,
-        }
-    }
-}
 
 /// Everything the service needs, built once at start-up.
 pub struct Service {
@@ -659,15 +480,7 @@ impl Service {
         mut base: Outcome,
     ) -> Result<Outcome, PromoteError> {
         base.to_stage = Some(promotion.to().to_string());
-        let evidence = rules::Evidence {
-            digest_signals: records
-                .for_digest(digest)
-                .iter()
-                .map(to_rule_record)
-                .collect(),
-            alert_signals: records.alerts.iter().map(to_rule_record).collect(),
-            entered_stage_at: records.promoted_at.get(digest).copied(),
-        };
+        let evidence = records.evidence_for(digest);
         match rules::evaluate(promotion, &evidence, Utc::now()) {
             Gate::Open { satisfied_by } => {
                 let evidence = (records, satisfied_by.as_slice());
@@ -776,7 +589,7 @@ impl Service {
                 }
             })?;
 
-        // A gate's record names the tag of its evidence record (`status::to_rule_record`); the
+        // A gate's record names the tag of its evidence record (`StageRecords::evidence_for`); the
         // evidence record holds the event's own id (known already for the one just written).
         let event_ids =
             futures::future::try_join_all(satisfied_by.iter().map(|record| async move {
@@ -884,14 +697,6 @@ impl Service {
     }
 }
 
-fn to_rule_record(recorded: &evidence::Recorded) -> rules::Record {
-    rules::Record {
-        kind: recorded.kind,
-        event_id: recorded.tag.clone(),
-        time: recorded.time,
-    }
-}
-
 fn trigger_of(signal: &RawSignal) -> TriggerRecord {
     TriggerRecord {
         event_type: signal.event_type.clone(),
@@ -929,15 +734,6 @@ fn pending_reason(
         promotion.to(),
         parts.join("; ")
     )
-}
-
-/// Of several outcomes (one signal, several promotions or digests), the one to answer with.
-fn most_significant(mut outcomes: Vec<Outcome>) -> Outcome {
-    outcomes.sort_by_key(|o| o.decision.rank());
-    outcomes
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| Outcome::new(Decision::Recorded, "nothing to decide"))
 }
 
 /// Finds what the event names in its stage: the digest (checked against the tag when both are
