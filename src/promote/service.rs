@@ -285,17 +285,7 @@ impl Service {
         .await?;
         base.digest = Some(digest.to_string());
 
-        let record = SignalRecord {
-            kind: signal.kind.as_str().into(),
-            event_id: signal.event_id.clone(),
-            event_source: signal.event_source.clone(),
-            event_type: signal.event_type.clone(),
-            time: signal.time.unwrap_or_else(Utc::now),
-            repository: located.repository.to_string(),
-            stage: located.stage.to_string(),
-            digest: Some(digest.to_string()),
-            tag: located.tag.as_ref().map(|t| t.to_string()),
-        };
+        let record = signal_record(signal, located, Some(&digest));
         let promotions = self
             .pipeline
             .triggered_by(located.stage.as_str(), signal.kind);
@@ -369,17 +359,7 @@ impl Service {
         mut base: Outcome,
     ) -> Result<Outcome, PromoteError> {
         let stage_client = self.client(&located.repository, "pull,push").await?;
-        let record = SignalRecord {
-            kind: signal.kind.as_str().into(),
-            event_id: signal.event_id.clone(),
-            event_source: signal.event_source.clone(),
-            event_type: signal.event_type.clone(),
-            time: signal.time.unwrap_or_else(Utc::now),
-            repository: located.repository.to_string(),
-            stage: located.stage.to_string(),
-            digest: None,
-            tag: None,
-        };
+        let record = signal_record(signal, located, None);
         let promotions = self
             .pipeline
             .triggered_by(located.stage.as_str(), signal.kind);
@@ -694,6 +674,22 @@ impl Service {
         base.image = Some(destination.to_string());
         base.copy = Some(report);
         Ok(base)
+    }
+}
+
+/// How a signal is recorded: a digest signal with the digest and the tag it was named by; an
+/// alert signal about the image in the stage.
+fn signal_record(signal: &RawSignal, located: &Located, digest: Option<&Digest>) -> SignalRecord {
+    SignalRecord {
+        kind: signal.kind.as_str().into(),
+        event_id: signal.event_id.clone(),
+        event_source: signal.event_source.clone(),
+        event_type: signal.event_type.clone(),
+        time: signal.time.unwrap_or_else(Utc::now),
+        repository: located.repository.to_string(),
+        stage: located.stage.to_string(),
+        digest: digest.map(|d| d.to_string()),
+        tag: digest.and(located.tag.as_ref()).map(|t| t.to_string()),
     }
 }
 
