@@ -234,3 +234,111 @@ fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_override_file_is_that_sides_identity() {
+    const KEY_EMAIL: &str = "ci-promoter@test-project.iam.gserviceaccount.com";
+    let work = tempfile::tempdir().expect("temp dir");
+    // A service-account key signs its own access tokens (a JWT whose issuer is the account), so
+    // the realm accepts exactly the tokens that key made.
+    let accept = |token: &str| {
+        token == "seed-token" || jwt_claim(token, "iss").as_deref() == Some(KEY_EMAIL)
+    };
+    let (registry, realm) = token_registry(work.path(), "127.0.0.1", accept).await;
+    let host = registry.host();
+    seed(
+        work.path(),
+        &format!("{host}/a/app"),
+        "1",
+        &[],
+        Some("oauth2accesstoken:seed-token"),
+    );
+
+    let key_pem = work.path().join("sa.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key_pem)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let key_file = work.path().join("ci-key.json");
+    std::fs::write(
+        &key_file,
+        serde_json::json!({
+            "type": "service_account", "project_id": "test-project", "private_key_id": "key-1",
+            "private_key": std::fs::read_to_string(&key_pem).expect("pem"),
+            "client_email": KEY_EMAIL, "client_id": "1234567890",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        })
+        .to_string(),
+    )
+    .expect("key file");
+
+    // The source side reads with a plain token; the destination writes as the key file's account.
+    let output = Promoter::new()
+        .env("SOURCE_ACCESS_TOKEN", "seed-token")
+        .run(&[
+            "copy",
+            &format!("{host}/a/app:1"),
+            &format!("{host}/b/app"),
+            "--dest-auth-override",
+            key_file.to_str().expect("path"),
+            "--output",
+            "json",
+        ])
+        .await;
+    report(&output);
+    assert_same_bytes(
+        &format!("{host}/a/app"),
+        &format!("{host}/b/app"),
+        &["1".into()],
+        Some("oauth2accesstoken:seed-token"),
+    );
+    let pushed_as_key = realm.seen().iter().any(|r| {
+        r.password
+            .as_deref()
+            .and_then(|t| jwt_claim(t, "iss"))
+            .as_deref()
+            == Some(KEY_EMAIL)
+            && r.scopes.iter().any(|s| s == "repository:b/app:pull,push")
+    });
+    assert!(
+        pushed_as_key,
+        "the destination token must come from the override file"
+    );
+
+    let missing = Promoter::new()
+        .run(&[
+            "copy",
+            &format!("{host}/a/app:1"),
+            &format!("{host}/c/app"),
+            "--dest-auth-override",
+            "/nonexistent/key.json",
+        ])
+        .await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("/nonexistent/key.json"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+/// A claim of a JWT, read without verifying it (the realm's view of a self-signed access token).
+fn jwt_claim(token: &str, claim: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims[claim].as_str().map(str::to_owned)
+}

@@ -364,6 +364,18 @@ async fn bad_input_is_answered_and_copies_nothing() {
             );
         }
     }
+    // A build that did not succeed is not a signal.
+    let failed_build = Message {
+        id: "4343".into(),
+        attributes: [("buildId", "b-1"), ("status", "FAILURE")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        data: json!({"id": "b-1", "status": "FAILURE", "results": {"images": [{"name": image, "digest": stack.seeded.digest}]}}).to_string().into_bytes(),
+    };
+    let (status, body) = stack.service.post(&failed_build.wrapped_push()).await;
+    assert_eq!(
+        (status, body["decision"].clone()),
+        (200, json!("ignored")),
+        "{body}"
+    );
     // 2 MiB: refused before it is read.
     let huge = PushRequest {
         headers: vec![("content-type".into(), "application/json".into())],
