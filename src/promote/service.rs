@@ -541,6 +541,8 @@ impl Service {
 
         let lock = {
             let mut in_flight = self.in_flight.lock().await;
+            // Forget the locks nobody holds: the map stays as small as what is in flight.
+            in_flight.retain(|_, lock| Arc::strong_count(lock) > 1);
             in_flight
                 .entry(format!("{destination_repository}@{digest}"))
                 .or_default()
