@@ -220,16 +220,8 @@ async fn status(image: &str, output: Output) -> anyhow::Result<()> {
 }
 
 fn rules_check(file: Option<PathBuf>) -> anyhow::Result<()> {
-    let pipeline = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("reading rules file {}: {e}", path.display()))?;
-            crate::rules::Pipeline::from_yaml(&text)
-                .map_err(|e| anyhow::anyhow!("rules file {}: {e}", path.display()))?
-        }
-        None => service::load_pipeline()?,
-    };
-    print!("{}", pipeline.describe());
+    let file = file.or_else(|| config::var(config::PROMOTER_CONFIG).map(PathBuf::from));
+    print!("{}", service::pipeline_from(file)?.describe());
     Ok(())
 }
 

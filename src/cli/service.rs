@@ -22,12 +22,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(9);
 
 /// The pipeline: `PROMOTER_CONFIG`'s rules file, else the embedded default from the environment.
 pub fn load_pipeline() -> anyhow::Result<Pipeline> {
-    match var(config::PROMOTER_CONFIG) {
+    pipeline_from(var(config::PROMOTER_CONFIG).map(std::path::PathBuf::from))
+}
+
+/// The pipeline of a rules file, else the embedded default from the environment.
+pub fn pipeline_from(rules_file: Option<std::path::PathBuf>) -> anyhow::Result<Pipeline> {
+    match rules_file {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("reading rules file {path} ({})", config::PROMOTER_CONFIG)
-            })?;
-            Pipeline::from_yaml(&text).with_context(|| format!("rules file {path}"))
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading rules file {}", path.display()))?;
+            Pipeline::from_yaml(&text).with_context(|| format!("rules file {}", path.display()))
         }
         None => Pipeline::embedded_default(var)
             .context("embedded default pipeline (set PROMOTER_CONFIG to use a rules file)"),
