@@ -410,3 +410,35 @@ async fn rules_files_are_checked_with_the_line_of_the_problem() {
         String::from_utf8_lossy(&serve.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prod_on_another_registry_gets_the_same_digest_streamed_across() {
+    let prod_registry = crate::support::Registry::start(crate::support::Auth::None);
+    let stack = soaking(&[("PROD_REGISTRY", prod_registry.host())]).await;
+    assert_eq!(decision(&stack.soak_complete().await), "pending");
+    let clear = stack.alert("alert-clear").await;
+    assert_eq!(decision(&clear), "promoted", "{clear:?}");
+    assert!(
+        clear.1["copy"]["blobs_copied"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{clear:?}"
+    );
+    let prod = format!("{}/prod/my-app", prod_registry.host());
+    assert_same_bytes(
+        &stack.extended_test(),
+        &prod,
+        &["1.2.4".into(), stack.seeded.signature_tag()],
+        None,
+    );
+    // The promotion is recorded in prod's own registry, where prod's gates would read it.
+    let tags = crate::support::list_tags(&prod);
+    assert!(
+        tags.iter().any(|t| t.contains(".p2p.promoted.")),
+        "{tags:?}"
+    );
+    assert!(
+        !stack.in_prod(),
+        "nothing went to the first registry's prod"
+    );
+}
