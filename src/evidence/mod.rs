@@ -298,7 +298,8 @@ pub async fn record_signal(
         subject: subject.map(|(_, d)| d),
         annotations,
     };
-    push_record(client, repository, artifact, record, None).await?;
+    put_empty_blob(client, repository, &Digest::sha256_of(EMPTY_CONFIG), None).await?;
+    push_record(client, repository, artifact, record).await?;
     Ok(tag)
 }
 
@@ -311,41 +312,60 @@ pub async fn read_signal(
     read_record(client, repository, tag).await
 }
 
-/// Records a promotion in the destination stage, discoverable as a referrer of the image.
-pub async fn record_promotion(
-    client: &RegistryClient,
-    repository: &Repository,
+/// A destination stage ready to take promotion records: its records' config blob is in place.
+/// Preparing can run beside the copy, so recording after it is one write fewer.
+pub struct PromotionTarget<'a> {
+    client: &'a RegistryClient,
+    repository: &'a Repository,
+}
+
+/// Puts the records' config blob in `repository`, mounted from `from` (the previous stage, which
+/// has it from its own records) where the registry allows.
+pub async fn prepare_promotion_target<'a>(
+    client: &'a RegistryClient,
+    repository: &'a Repository,
     from: Option<&Repository>,
-    digest: &Digest,
-    subject: &Descriptor,
-    record: &PromotionRecord,
-) -> Result<(), EvidenceError> {
-    let tag = format!(
-        "{}.p2p.promoted.{}",
-        digest.fallback_tag(),
-        record.time.format(TIME_FORMAT)
-    );
-    let annotations = serde_json::json!({
-        "org.opencontainers.image.created": record.time.to_rfc3339(),
-        "dev.promoter.promotion.from": record.from_stage,
-        "dev.promoter.promotion.to": record.to_stage,
-        "dev.promoter.promotion.identity": record.identity,
-    });
-    let artifact = Artifact {
-        tag: &tag,
-        artifact_type: PROMOTION_ARTIFACT_TYPE,
-        subject: Some(subject),
-        annotations,
-    };
-    let (manifest, outcome) = push_record(client, repository, artifact, record, from).await?;
-    if !outcome.registry_tracks_subject {
-        // Without the referrers API, standard tools find referrers in the fallback tag.
-        let mut listed = manifest.descriptor();
-        listed.artifact_type = Some(PROMOTION_ARTIFACT_TYPE.to_owned());
-        crate::registry::copy::update_fallback_tag(client, repository, digest, &[listed], None)
-            .await?;
+) -> Result<PromotionTarget<'a>, EvidenceError> {
+    put_empty_blob(client, repository, &Digest::sha256_of(EMPTY_CONFIG), from).await?;
+    Ok(PromotionTarget { client, repository })
+}
+
+impl PromotionTarget<'_> {
+    /// Records a promotion into this stage, discoverable as a referrer of the image.
+    pub async fn record(
+        &self,
+        digest: &Digest,
+        subject: &Descriptor,
+        record: &PromotionRecord,
+    ) -> Result<(), EvidenceError> {
+        let (client, repository) = (self.client, self.repository);
+        let tag = format!(
+            "{}.p2p.promoted.{}",
+            digest.fallback_tag(),
+            record.time.format(TIME_FORMAT)
+        );
+        let annotations = serde_json::json!({
+            "org.opencontainers.image.created": record.time.to_rfc3339(),
+            "dev.promoter.promotion.from": record.from_stage,
+            "dev.promoter.promotion.to": record.to_stage,
+            "dev.promoter.promotion.identity": record.identity,
+        });
+        let artifact = Artifact {
+            tag: &tag,
+            artifact_type: PROMOTION_ARTIFACT_TYPE,
+            subject: Some(subject),
+            annotations,
+        };
+        let (manifest, outcome) = push_record(client, repository, artifact, record).await?;
+        if !outcome.registry_tracks_subject {
+            // Without the referrers API, standard tools find referrers in the fallback tag.
+            let mut listed = manifest.descriptor();
+            listed.artifact_type = Some(PROMOTION_ARTIFACT_TYPE.to_owned());
+            crate::registry::copy::update_fallback_tag(client, repository, digest, &[listed], None)
+                .await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// What distinguishes one record's manifest.
@@ -361,14 +381,12 @@ struct Artifact<'a> {
 /// spec advises for artifacts without content.
 const RECORD_ANNOTATION: &str = "dev.promoter.record";
 
-/// Pushes a record under `tag`: the empty config (present after the first record), then the
-/// manifest that carries the record.
+/// Pushes a record's manifest under its tag (the config blob is already in place).
 async fn push_record<T: Serialize>(
     client: &RegistryClient,
     repository: &Repository,
     artifact: Artifact<'_>,
     record: &T,
-    empty_from: Option<&Repository>,
 ) -> Result<(RawManifest, PutManifestOutcome), EvidenceError> {
     let Artifact {
         tag,
@@ -383,7 +401,6 @@ async fn push_record<T: Serialize>(
     let body = serde_json::to_string(record).map_err(|e| encode_error(e.to_string()))?;
     annotations[RECORD_ANNOTATION] = serde_json::Value::String(body);
     let empty_digest = Digest::sha256_of(EMPTY_CONFIG);
-    put_empty_blob(client, repository, &empty_digest, empty_from).await?;
     let empty = serde_json::json!({"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.as_str(), "size": EMPTY_CONFIG.len()});
     let mut manifest = serde_json::json!({
         "schemaVersion": 2,

@@ -561,15 +561,30 @@ impl Service {
             destination_identity: self.identity.clone(),
             options: CopyOptions::default(),
         };
-        let report = copy(&self.transport, &job, Arc::new(Progress::default()))
-            .await
-            .map_err(|e| {
-                if e.is_transient() {
-                    PromoteError::Registry(e)
-                } else {
-                    PromoteError::rejected(e.to_string(), base.clone())
-                }
-            })?;
+        let destination_client = self
+            .client_mounting(
+                &destination_repository,
+                "pull,push",
+                Some(&located.repository),
+            )
+            .await?;
+        // The promotion record's config blob goes up beside the copy.
+        let (copied, target) = tokio::join!(
+            copy(&self.transport, &job, Arc::new(Progress::default())),
+            evidence::prepare_promotion_target(
+                &destination_client,
+                &destination_repository,
+                Some(&located.repository)
+            )
+        );
+        let report = copied.map_err(|e| {
+            if e.is_transient() {
+                PromoteError::Registry(e)
+            } else {
+                PromoteError::rejected(e.to_string(), base.clone())
+            }
+        })?;
+        let target = target?;
 
         // A gate's record names the tag of its evidence record (`StageRecords::evidence_for`); the
         // evidence record holds the event's own id (known already for the one just written).
@@ -596,13 +611,6 @@ impl Service {
             })
             .collect();
         let trigger = trigger_of(signal);
-        let destination_client = self
-            .client_mounting(
-                &destination_repository,
-                "pull,push",
-                Some(&located.repository),
-            )
-            .await?;
         // A fresh copy cannot have a record yet; only an image already there may.
         let already_recorded = report.already_present
             && evidence::load(&destination_client, &destination_repository)
@@ -634,16 +642,10 @@ impl Service {
                 platform: None,
                 urls: None,
             };
-            evidence::record_promotion(
-                &destination_client,
-                &destination_repository,
-                Some(&located.repository),
-                digest,
-                &subject,
-                &record,
-            )
-            .await
-            .map_err(PromoteError::from)
+            target
+                .record(digest, &subject, &record)
+                .await
+                .map_err(PromoteError::from)
         };
         let announcement = publish::Promoted {
             image: destination.to_string(),

@@ -117,16 +117,31 @@ impl Copier<'_> {
         destination: &ImageRef,
     ) -> Result<CopyReport, RegistryError> {
         let started = Instant::now();
-        let top = self.resolve_source(source).await?;
-        let destination_reference = destination
+        // What the destination holds under the name the copy will write: looked up beside the
+        // source when that name is known before the source manifest is.
+        let early_reference = destination
             .tag
             .as_ref()
             .map(|t| t.to_string())
-            .unwrap_or_else(|| top.digest.to_string());
-        let present = self
-            .destination
-            .head_manifest(&destination.repository, &destination_reference)
-            .await?;
+            .or_else(|| source.digest.as_ref().map(|d| d.to_string()));
+        let (top, present) = match early_reference {
+            Some(reference) => {
+                let (top, present) = tokio::join!(
+                    self.resolve_source(source),
+                    self.destination
+                        .head_manifest(&destination.repository, &reference)
+                );
+                (top?, present?)
+            }
+            None => {
+                let top = self.resolve_source(source).await?;
+                let present = self
+                    .destination
+                    .head_manifest(&destination.repository, top.digest.as_str())
+                    .await?;
+                (top, present)
+            }
+        };
         let already_present = match present {
             Some(existing) if existing == top.digest => true,
             Some(existing) if destination.tag.is_some() => {
