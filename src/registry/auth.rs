@@ -369,9 +369,10 @@ async fn run_credential_helper(
         .await
         .map_err(|e| helper_error(e.to_string()))?;
     if !output.status.success() {
-        // "credentials not found" is how helpers say "anonymous".
-        let stderr = String::from_utf8_lossy(&output.stdout);
-        if stderr.contains("credentials not found") {
+        // "credentials not found" (on stdout, as docker-credential-helpers print it) is how
+        // helpers say "anonymous".
+        let message = String::from_utf8_lossy(&output.stdout);
+        if message.contains("credentials not found") {
             return Ok(Credential::Anonymous);
         }
         return Err(helper_error(format!("exited with {}", output.status)));

@@ -342,3 +342,55 @@ fn jwt_claim(token: &str, claim: &str) -> Option<String> {
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     claims[claim].as_str().map(str::to_owned)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_credential_helper_is_asked_as_docker_asks_it() {
+    let registry = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "helper-pass".into(),
+    });
+    let work = tempfile::tempdir().expect("temp dir");
+    let host = registry.host();
+    seed(
+        work.path(),
+        &format!("{host}/a/app"),
+        "1",
+        &[],
+        Some("ci:helper-pass"),
+    );
+    // docker-credential-<name> get: the server on stdin, {"Username","Secret"} on stdout.
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let helper = bin.join("docker-credential-testhelper");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\nread server\n[ \"$server\" = \"{host}\" ] || exit 1\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"ci\",\"Secret\":\"helper-pass\"}}'\n"),
+    )
+    .expect("helper");
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Promoter::new()
+        .env("PATH", path)
+        .docker_config(serde_json::json!({"credHelpers": {host.clone(): "testhelper"}}))
+        .run(&[
+            "copy",
+            &format!("{host}/a/app:1"),
+            &format!("{host}/b/app"),
+            "--output",
+            "json",
+        ])
+        .await;
+    report(&output);
+    assert_same_bytes(
+        &format!("{host}/a/app"),
+        &format!("{host}/b/app"),
+        &["1".into()],
+        Some("ci:helper-pass"),
+    );
+    assert!(!stderr(&output).contains("helper-pass"));
+}
