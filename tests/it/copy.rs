@@ -344,3 +344,46 @@ fn support_digest(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_shows_on_a_terminal_and_nothing_but_the_result_when_piped() {
+    let source = Registry::start(Auth::None);
+    let destination = Registry::start(Auth::None);
+    let work = tempfile::tempdir().expect("temp dir");
+    let from = format!("{}/a/app", source.host());
+    seed(work.path(), &from, "1", &["--layer-size", "1048576"], None);
+
+    let piped = Promoter::new()
+        .run(&[
+            "copy",
+            &format!("{from}:1"),
+            &format!("{}/piped/app", destination.host()),
+        ])
+        .await;
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(
+        stderr(&piped).is_empty(),
+        "piped output must be the result only: {}",
+        stderr(&piped)
+    );
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("promoted: "));
+
+    // `script` gives the command a terminal, as a person running it has.
+    let command = format!(
+        "{} copy {from}:1 {}/terminal/app",
+        env!("CARGO_BIN_EXE_promoter"),
+        destination.host()
+    );
+    let on_terminal = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("HOME", work.path())
+        .output()
+        .expect("script runs");
+    assert!(on_terminal.status.success());
+    let screen = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(
+        screen.contains("blobs") && screen.contains("MiB copied"),
+        "{screen}"
+    );
+    assert!(screen.contains("promoted: "), "{screen}");
+}
