@@ -971,6 +971,19 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_only_for_loopback_and_listed_hosts() {
+        let transport = Transport::new(vec!["Registry.Internal:5000".into()]).expect("transport");
+        let scheme =
+            |host: &str| transport.scheme_for(&RegistryHost::try_from(host).expect("host"));
+        assert_eq!(scheme("registry.internal:5000"), "http");
+        assert_eq!(scheme("localhost:5000"), "http");
+        assert_eq!(scheme("127.0.0.1:5000"), "http");
+        assert_eq!(scheme("[::1]:5000"), "http");
+        assert_eq!(scheme("registry.internal:5001"), "https");
+        assert_eq!(scheme("europe-west2-docker.pkg.dev"), "https");
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let policy = RetryPolicy::default();
         assert!(policy.delay(1, None) <= Duration::from_millis(400));
