@@ -905,77 +905,58 @@ c4JciaFReImNx+c1ORmHqD5sJWPjCk3Vwb7jKQlcVWJiSBK65pE=\n\
     #[tokio::test]
     async fn cloud_run_checks_each_claim() {
         let auth = cloud_run(Some(AUDIENCE), &[PUSHER]);
-
-        let mut claims = push_claims();
-        claims["aud"] = json!("https://elsewhere/");
-        let token = stripped(&claims);
-        let err = assert_refused(
-            auth.check(&bearer(&token)).await,
-            &token,
-            StatusCode::UNAUTHORIZED,
-        );
-        assert!(
-            matches!(err, PushAuthError::WrongAudience { .. }),
-            "{err:?}"
-        );
-
-        let mut claims = push_claims();
-        claims["exp"] = json!(now() - 60);
-        let token = stripped(&claims);
-        let err = assert_refused(
-            auth.check(&bearer(&token)).await,
-            &token,
-            StatusCode::UNAUTHORIZED,
-        );
-        assert!(matches!(err, PushAuthError::Expired { .. }), "{err:?}");
-
-        let mut claims = push_claims();
-        claims["iss"] = json!("https://evil.example");
-        let token = stripped(&claims);
-        let err = assert_refused(
-            auth.check(&bearer(&token)).await,
-            &token,
-            StatusCode::UNAUTHORIZED,
-        );
-        assert!(matches!(err, PushAuthError::WrongIssuer { .. }), "{err:?}");
-
-        let mut claims = push_claims();
-        claims["email"] = json!("intruder@other-proj.iam.gserviceaccount.com");
-        let token = stripped(&claims);
-        let err = assert_refused(
-            auth.check(&bearer(&token)).await,
-            &token,
-            StatusCode::FORBIDDEN,
-        );
-        assert!(
-            matches!(err, PushAuthError::EmailNotAllowed { .. }),
-            "{err:?}"
-        );
-
-        let mut claims = push_claims();
-        claims["email_verified"] = json!(false);
-        let token = stripped(&claims);
-        let err = assert_refused(
-            auth.check(&bearer(&token)).await,
-            &token,
-            StatusCode::FORBIDDEN,
-        );
-        assert!(
-            matches!(err, PushAuthError::EmailNotVerified { .. }),
-            "{err:?}"
-        );
-
-        let mut claims = push_claims();
-        if let Some(object) = claims.as_object_mut() {
-            object.remove("email");
+        // (claim, value or None to remove it, expected status, expected refusal)
+        type Expect = fn(&PushAuthError) -> bool;
+        let cases: [(&str, Option<Value>, StatusCode, Expect); 6] = [
+            (
+                "aud",
+                Some(json!("https://elsewhere/")),
+                StatusCode::UNAUTHORIZED,
+                |e| matches!(e, PushAuthError::WrongAudience { .. }),
+            ),
+            (
+                "exp",
+                Some(json!(now() - 60)),
+                StatusCode::UNAUTHORIZED,
+                |e| matches!(e, PushAuthError::Expired { .. }),
+            ),
+            (
+                "iss",
+                Some(json!("https://evil.example")),
+                StatusCode::UNAUTHORIZED,
+                |e| matches!(e, PushAuthError::WrongIssuer { .. }),
+            ),
+            (
+                "email",
+                Some(json!("intruder@other-proj.iam.gserviceaccount.com")),
+                StatusCode::FORBIDDEN,
+                |e| matches!(e, PushAuthError::EmailNotAllowed { .. }),
+            ),
+            (
+                "email_verified",
+                Some(json!(false)),
+                StatusCode::FORBIDDEN,
+                |e| matches!(e, PushAuthError::EmailNotVerified { .. }),
+            ),
+            ("email", None, StatusCode::FORBIDDEN, |e| {
+                *e == PushAuthError::MissingEmail
+            }),
+        ];
+        for (claim, value, status, expected) in cases {
+            let mut claims = push_claims();
+            match (claims.as_object_mut(), value) {
+                (Some(object), Some(value)) => {
+                    object.insert(claim.to_owned(), value);
+                }
+                (Some(object), None) => {
+                    object.remove(claim);
+                }
+                (None, _) => panic!("push_claims is an object"),
+            }
+            let token = stripped(&claims);
+            let err = assert_refused(auth.check(&bearer(&token)).await, &token, status);
+            assert!(expected(&err), "{claim}: {err:?}");
         }
-        let token = stripped(&claims);
-        let err = assert_refused(
-            auth.check(&bearer(&token)).await,
-            &token,
-            StatusCode::FORBIDDEN,
-        );
-        assert_eq!(err, PushAuthError::MissingEmail);
     }
 
     #[tokio::test]
