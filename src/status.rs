@@ -7,8 +7,7 @@ use serde::Serialize;
 
 use crate::evidence::{self, StageRecords};
 use crate::registry::auth::IdentityChoice;
-use crate::registry::client::scope;
-use crate::registry::{Digest, RegistryClient, RegistryError, Repository, Transport};
+use crate::registry::{Digest, RegistryError, Transport};
 use crate::rules::{self, Gate, Pipeline};
 
 /// Why a status could not be read.
@@ -74,18 +73,9 @@ pub async fn status(
     image: &str,
 ) -> Result<StatusReport, StatusError> {
     let located = pipeline.locate(image, None)?;
-    let client_for = |repository: &Repository| {
-        let repository = repository.clone();
-        async move {
-            let credential = identity.resolve(&repository.registry).await?;
-            Ok::<RegistryClient, RegistryError>(transport.client(
-                repository.registry.clone(),
-                credential,
-                vec![scope(&repository, "pull")],
-            ))
-        }
-    };
-    let home = client_for(&located.repository).await?;
+    let home = transport
+        .job_client(identity, &located.repository, "pull", None)
+        .await?;
     let reference = located
         .image_ref()
         .api_reference()
@@ -103,7 +93,9 @@ pub async fn status(
         let repository = stage
             .repository(&located.image_name)
             .map_err(|e| StatusError::NotFound(e.to_string()))?;
-        let client = client_for(&repository).await?;
+        let client = transport
+            .job_client(identity, &repository, "pull", None)
+            .await?;
         let holds_digest = client
             .head_manifest(&repository, digest.as_str())
             .await?

@@ -150,29 +150,7 @@ async fn handle_pulled(service: &Service, message: ReceivedMessage) -> Dispositi
         message.attributes,
         &message.data,
     );
-    match parsed {
-        Err(error) => {
-            tracing::warn!(reason = %error, decision = "rejected", "malformed message");
-            let announced = service.reject_malformed(&error).await;
-            ack::malformed_disposition(&announced)
-        }
-        Ok(events::Parsed::Ignored { reason, .. }) => {
-            tracing::info!(
-                message_id = message.message_id,
-                decision = "ignored",
-                reason,
-                "event ignored"
-            );
-            Disposition::Ack
-        }
-        Ok(events::Parsed::Signals(inbound)) => {
-            let mut verdicts = Vec::new();
-            for signal in &inbound.signals {
-                verdicts.push(http::handle_logged(service, signal).await);
-            }
-            ack::disposition(&verdicts)
-        }
-    }
+    ack::disposition(&http::handle(service, parsed).await)
 }
 
 /// SIGTERM (Cloud Run stopping the instance) or Ctrl-C.

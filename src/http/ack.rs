@@ -15,6 +15,8 @@ use crate::events::{Delivery, EventsError};
 use crate::promote::{Decision, Outcome, PromoteError};
 use crate::pull::Disposition;
 
+use super::Handled;
+
 /// How long a nacked push should wait, as `Retry-After` (Pub/Sub's own backoff governs, this
 /// is for direct callers and proxies).
 const RETRY_AFTER_SECONDS: u32 = 10;
@@ -40,8 +42,37 @@ impl Verdict {
     }
 }
 
+/// The HTTP answer to a request.
+pub fn respond(handled: Handled) -> Response {
+    match handled {
+        Handled::Malformed { error, announced } => malformed(&error, announced),
+        Handled::Ignored { reason } => (
+            StatusCode::OK,
+            Json(json!({"decision": "ignored", "reason": reason})),
+        )
+            .into_response(),
+        Handled::Decided { delivery, verdicts } => decided(&delivery, verdicts),
+    }
+}
+
+/// Ack or nack for a pulled message: the same rule as the push status.
+pub fn disposition(handled: &Handled) -> Disposition {
+    let retry = match handled {
+        Handled::Malformed { announced, .. } => announced.as_ref().is_err_and(|e| e.is_transient()),
+        Handled::Ignored { .. } => false,
+        Handled::Decided { verdicts, .. } => {
+            verdicts.iter().any(|v| matches!(v, Verdict::Retry(_)))
+        }
+    };
+    if retry {
+        Disposition::Nack
+    } else {
+        Disposition::Ack
+    }
+}
+
 /// The answer to a request whose signals were handled.
-pub fn respond(delivery: &Delivery, verdicts: Vec<Verdict>) -> Response {
+fn decided(delivery: &Delivery, verdicts: Vec<Verdict>) -> Response {
     if let Some(reason) = verdicts.iter().find_map(|v| match v {
         Verdict::Retry(reason) => Some(reason.clone()),
         Verdict::Final(_) => None,
@@ -77,18 +108,9 @@ pub fn respond(delivery: &Delivery, verdicts: Vec<Verdict>) -> Response {
     }
 }
 
-/// The answer to a request that is not for promoter (unknown event type, failed build, ...).
-pub fn ignored(reason: &str) -> Response {
-    (
-        StatusCode::OK,
-        Json(json!({"decision": "ignored", "reason": reason})),
-    )
-        .into_response()
-}
-
 /// The answer to a request that could not be read. `announced` is the result of announcing it as
 /// `promotion-rejected`: if that failed transiently, the message is nacked so it is not lost.
-pub fn malformed(error: &EventsError, announced: Result<(), PromoteError>) -> Response {
+fn malformed(error: &EventsError, announced: Result<(), PromoteError>) -> Response {
     if error.came_through_pubsub() {
         return match announced {
             Err(e) if e.is_transient() => unavailable(&e.to_string()),
@@ -128,21 +150,4 @@ fn unavailable(reason: &str) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
     response
-}
-
-/// Ack or nack for a pulled message: the same rule as the push status.
-pub fn disposition(verdicts: &[Verdict]) -> Disposition {
-    if verdicts.iter().any(|v| matches!(v, Verdict::Retry(_))) {
-        Disposition::Nack
-    } else {
-        Disposition::Ack
-    }
-}
-
-/// Ack or nack for a pulled message that could not be read.
-pub fn malformed_disposition(announced: &Result<(), PromoteError>) -> Disposition {
-    match announced {
-        Err(e) if e.is_transient() => Disposition::Nack,
-        _ => Disposition::Ack,
-    }
 }

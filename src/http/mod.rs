@@ -17,8 +17,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tracing::Instrument as _;
 
-use crate::events::{self, Parsed, RawSignal};
-use crate::promote::Service;
+use crate::events::{self, Delivery, EventsError, Parsed, RawSignal};
+use crate::promote::{PromoteError, Service};
 use ack::Verdict;
 use push_auth::PushAuth;
 
@@ -76,31 +76,57 @@ async fn receive(
             tracing::warn!(status = error.status().as_u16(), reason = %error, "push authentication failed");
             return ack::problem(error.status(), "push authentication failed", &error.to_string());
         }
-        match events::parse(&headers, &body) {
-            Err(error) => {
-                tracing::warn!(reason = %error, decision = "rejected", "malformed event");
-                let announced = state.service.reject_malformed(&error).await;
-                ack::malformed(&error, announced)
-            }
-            Ok(Parsed::Ignored { reason, .. }) => {
-                tracing::info!(decision = "ignored", reason, "event ignored");
-                ack::ignored(&reason)
-            }
-            Ok(Parsed::Signals(inbound)) => {
-                let mut verdicts = Vec::with_capacity(inbound.signals.len());
-                for signal in &inbound.signals {
-                    verdicts.push(handle_logged(&state.service, signal).await);
-                }
-                ack::respond(&inbound.delivery, verdicts)
-            }
-        }
+        let handled = handle(&state.service, events::parse(&headers, &body)).await;
+        ack::respond(handled)
     }
     .instrument(span)
     .await
 }
 
+/// What a request (or a pulled message) came to, before it is answered: the one handling both
+/// transports share; `ack` turns it into a status or an ack.
+pub enum Handled {
+    /// Unreadable; `announced` is the result of publishing it as `promotion-rejected`.
+    Malformed {
+        error: EventsError,
+        announced: Result<(), PromoteError>,
+    },
+    /// Not for promoter.
+    Ignored { reason: String },
+    /// Each signal decided.
+    Decided {
+        delivery: Delivery,
+        verdicts: Vec<Verdict>,
+    },
+}
+
+/// Handles what was read from a request or a message.
+pub async fn handle(service: &Service, parsed: Result<Parsed, EventsError>) -> Handled {
+    match parsed {
+        Err(error) => {
+            tracing::warn!(delivery = %error.delivery(), reason = %error, decision = "rejected", "malformed event");
+            let announced = service.reject_malformed(&error).await;
+            Handled::Malformed { error, announced }
+        }
+        Ok(Parsed::Ignored { delivery, reason }) => {
+            tracing::info!(delivery = %delivery, decision = "ignored", reason, "event ignored");
+            Handled::Ignored { reason }
+        }
+        Ok(Parsed::Signals(inbound)) => {
+            let mut verdicts = Vec::with_capacity(inbound.signals.len());
+            for signal in &inbound.signals {
+                verdicts.push(handle_logged(service, signal).await);
+            }
+            Handled::Decided {
+                delivery: inbound.delivery,
+                verdicts,
+            }
+        }
+    }
+}
+
 /// Hands one signal to the orchestrator and logs the decision (one line per decision).
-pub async fn handle_logged(service: &Service, signal: &RawSignal) -> Verdict {
+async fn handle_logged(service: &Service, signal: &RawSignal) -> Verdict {
     let verdict = Verdict::of(service.handle(signal).await);
     match &verdict {
         Verdict::Final(outcome) => tracing::info!(

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use crate::registry::auth::IdentityChoice;
-use crate::registry::client::scope;
 use crate::registry::copy::Progress;
 use crate::registry::{Copier, CopyOptions, CopyReport, ImageRef, RegistryError, Transport};
 
@@ -29,26 +28,18 @@ pub async fn copy(
     job: &CopyJob,
     progress: Arc<Progress>,
 ) -> Result<CopyReport, RegistryError> {
-    let source_host = &job.source.repository.registry;
-    let destination_host = &job.destination.repository.registry;
-    let source_credential = job.source_identity.resolve(source_host).await?;
-    let destination_credential = job.destination_identity.resolve(destination_host).await?;
-
-    let mut destination_scopes = vec![scope(&job.destination.repository, "pull,push")];
-    if source_host == destination_host {
-        // A cross-repository mount needs pull on the source repository in the same token.
-        destination_scopes.push(scope(&job.source.repository, "pull"));
-    }
-    let source_client = transport.client(
-        source_host.clone(),
-        source_credential,
-        vec![scope(&job.source.repository, "pull")],
-    );
-    let destination_client = transport.client(
-        destination_host.clone(),
-        destination_credential,
-        destination_scopes,
-    );
+    let (source, destination) = (&job.source.repository, &job.destination.repository);
+    let source_client = transport
+        .job_client(&job.source_identity, source, "pull", None)
+        .await?;
+    let destination_client = transport
+        .job_client(
+            &job.destination_identity,
+            destination,
+            "pull,push",
+            Some(source),
+        )
+        .await?;
     let copier = Copier {
         source: &source_client,
         destination: &destination_client,

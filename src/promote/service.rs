@@ -3,7 +3,6 @@
 //! records, copies, records the promotion and announces the outcome.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +13,6 @@ use crate::events::{Delivery, EventsError, RawSignal, SignalKind};
 use crate::evidence::{self, EvidenceError, PromotionRecord, SignalRecord, StageRecords};
 use crate::publish::{self, EventPublisher, EvidenceRecord, PublishError, TriggerRecord};
 use crate::registry::auth::IdentityChoice;
-use crate::registry::client::scope;
 use crate::registry::copy::Progress;
 use crate::registry::manifest::Descriptor;
 use crate::registry::{
@@ -211,32 +209,14 @@ impl Service {
     }
 
     /// A registry client for one job on `repository`, with the service's identity.
-    fn client(
+    async fn client(
         &self,
         repository: &Repository,
         actions: &str,
-    ) -> impl Future<Output = Result<RegistryClient, RegistryError>> {
-        self.client_mounting(repository, actions, None)
-    }
-
-    /// The same, also allowed to mount blobs from `mount_from` (pull on it, in the same token).
-    fn client_mounting(
-        &self,
-        repository: &Repository,
-        actions: &str,
-        mount_from: Option<&Repository>,
-    ) -> impl Future<Output = Result<RegistryClient, RegistryError>> {
-        let identity = self.identity.clone();
-        let transport = self.transport.clone();
-        let registry = repository.registry.clone();
-        let mut scopes = vec![scope(repository, actions)];
-        if let Some(from) = mount_from.filter(|from| from.registry == repository.registry) {
-            scopes.push(scope(from, "pull"));
-        }
-        async move {
-            let credential = identity.resolve(&registry).await?;
-            Ok(transport.client(registry, credential, scopes))
-        }
+    ) -> Result<RegistryClient, RegistryError> {
+        self.transport
+            .job_client(&self.identity, repository, actions, None)
+            .await
     }
 
     /// test-passed, test-failed, soak-complete: about one digest in one stage.
@@ -562,7 +542,9 @@ impl Service {
             options: CopyOptions::default(),
         };
         let destination_client = self
-            .client_mounting(
+            .transport
+            .job_client(
+                &self.identity,
                 &destination_repository,
                 "pull,push",
                 Some(&located.repository),

@@ -14,7 +14,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Mutex;
 
-use super::auth::{Credential, Secret};
+use super::auth::{Credential, IdentityChoice, Secret};
 use super::manifest::{Descriptor, RawManifest};
 use super::{Digest, RegistryError, RegistryHost, Repository, is_retryable_status};
 
@@ -46,6 +46,35 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Sends what `request` builds, again after a connection failure or a 408/429/5xx, waiting
+    /// as the answer's `Retry-After` says or backing off. Returns the last answer or error.
+    pub async fn send(
+        &self,
+        what: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Response, reqwest::Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match request().send().await {
+                Ok(response)
+                    if is_retryable_status(response.status().as_u16())
+                        && attempt < self.attempts =>
+                {
+                    let wait = self.delay(attempt, retry_after(response.headers()));
+                    tracing::debug!(what, status = %response.status(), ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) if attempt < self.attempts => {
+                    let wait = self.delay(attempt, None);
+                    tracing::debug!(what, %error, ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     /// The wait before attempt `attempt + 1`: the registry's `Retry-After` when it gave one
     /// (capped), else exponential backoff with jitter.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
@@ -100,6 +129,24 @@ impl Transport {
         } else {
             "https"
         }
+    }
+
+    /// A client for one job on `repository`: the identity's credential for its registry, asked
+    /// now (a fresh token per job, DESIGN.md §4), and a token covering `actions` there and, on
+    /// the same host, pull on `mount_from` (a cross-repository mount needs both in one token).
+    pub async fn job_client(
+        &self,
+        identity: &IdentityChoice,
+        repository: &Repository,
+        actions: &str,
+        mount_from: Option<&Repository>,
+    ) -> Result<RegistryClient, RegistryError> {
+        let credential = identity.resolve(&repository.registry).await?;
+        let mut scopes = vec![scope(repository, actions)];
+        if let Some(from) = mount_from.filter(|from| from.registry == repository.registry) {
+            scopes.push(scope(from, "pull"));
+        }
+        Ok(self.client(repository.registry.clone(), credential, scopes))
     }
 
     /// A client for one registry and one job, holding that job's credential and the scopes it
@@ -184,46 +231,33 @@ impl RegistryClient {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<Response, RegistryError> {
-        let policy = &self.transport.retry;
         let mut answered_challenge = false;
-        let mut attempt = 0;
         loop {
-            let mut request = self
-                .transport
-                .http
-                .request(method.clone(), url)
-                .headers(headers.clone());
-            if let Some(authorization) = self.authorization.lock().await.as_ref() {
-                request = request.header(header::AUTHORIZATION, authorization.expose());
-            }
-            if let Some(body) = &body {
-                request = request.body(body.clone());
-            }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(error) => {
-                    attempt += 1;
-                    if attempt >= policy.attempts {
-                        return Err(self.unreachable(what, &error));
-                    }
-                    tokio::time::sleep(policy.delay(attempt, None)).await;
-                    continue;
+            let authorization = self.authorization.lock().await.clone();
+            let build = || {
+                let mut request = self
+                    .transport
+                    .http
+                    .request(method.clone(), url)
+                    .headers(headers.clone());
+                if let Some(authorization) = &authorization {
+                    request = request.header(header::AUTHORIZATION, authorization.expose());
                 }
+                if let Some(body) = &body {
+                    request = request.body(body.clone());
+                }
+                request
             };
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !answered_challenge {
+            let response = self
+                .transport
+                .retry
+                .send(what, build)
+                .await
+                .map_err(|error| self.unreachable(what, &error))?;
+            if response.status() == StatusCode::UNAUTHORIZED && !answered_challenge {
                 answered_challenge = true;
                 self.answer_challenge(response.headers()).await?;
                 continue;
-            }
-            if is_retryable_status(status.as_u16()) {
-                attempt += 1;
-                if attempt < policy.attempts {
-                    let wait = policy.delay(attempt, retry_after(response.headers()));
-                    tracing::debug!(registry = %self.registry, what, %status, ?wait, "retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
             }
             return Ok(response);
         }
@@ -318,43 +352,30 @@ impl RegistryClient {
         scopes.dedup();
         query.extend(scopes.iter().map(|s| ("scope", *s)));
 
-        let mut request = self.transport.http.get(realm_url.clone()).query(&query);
         // DESIGN.md §4: credentials go only to the registries named. A realm on another host
         // (a malicious or misconfigured registry could name any) gets an anonymous request.
-        if self.realm_may_see_credentials(&realm_url) {
-            if let Some(basic) = self.credential.basic_header() {
-                request = request.header(header::AUTHORIZATION, basic);
+        let basic = if self.realm_may_see_credentials(&realm_url) {
+            self.credential.basic_header()
+        } else {
+            if self.credential != Credential::Anonymous {
+                tracing::warn!(registry = %self.registry, realm = %realm_url.host_str().unwrap_or_default(),
+                    "token realm is on another host; asking it anonymously");
             }
-        } else if self.credential != Credential::Anonymous {
-            tracing::warn!(registry = %self.registry, realm = %realm_url.host_str().unwrap_or_default(),
-                "token realm is on another host; asking it anonymously");
-        }
-        let policy = &self.transport.retry;
-        let mut attempt = 0;
-        let response = loop {
-            let result = request
-                .try_clone()
-                .ok_or_else(|| realm_error("request cannot be repeated".into(), false))?
-                .send()
-                .await;
-            match result {
-                Ok(response)
-                    if is_retryable_status(response.status().as_u16())
-                        && attempt + 1 < policy.attempts =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(policy.delay(attempt, retry_after(response.headers())))
-                        .await;
-                }
-                Ok(response) => break response,
-                Err(e) if attempt + 1 < policy.attempts => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, "token realm unreachable, retrying");
-                    tokio::time::sleep(policy.delay(attempt, None)).await;
-                }
-                Err(e) => return Err(realm_error(error_chain(&e), true)),
+            None
+        };
+        let build = || {
+            let request = self.transport.http.get(realm_url.clone()).query(&query);
+            match &basic {
+                Some(basic) => request.header(header::AUTHORIZATION, basic),
+                None => request,
             }
         };
+        let response = self
+            .transport
+            .retry
+            .send("token request", build)
+            .await
+            .map_err(|e| realm_error(error_chain(&e), true))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

@@ -309,10 +309,31 @@ resource "google_cloud_run_v2_service_iam_binding" "invoker" {
 # Push subscriptions
 # ---------------------------------------------------------------------------------------------
 
-resource "google_pubsub_subscription" "events_push" {
+# What the service is pushed from: p2p-events always; Cloud Build notifications optionally
+# (status SUCCESS -> test-passed for each built digest). Both take the same push settings.
+locals {
+  push_sources = merge(
+    {
+      events = {
+        name  = "${var.events_topic_name}-${var.service_name}-push"
+        topic = google_pubsub_topic.events.id
+      }
+    },
+    var.subscribe_cloud_builds ? {
+      cloud-builds = {
+        name  = "cloud-builds-${var.service_name}-push"
+        topic = "projects/${var.project_id}/topics/cloud-builds"
+      }
+    } : {},
+  )
+}
+
+resource "google_pubsub_subscription" "push" {
+  for_each = local.push_sources
+
   project = var.project_id
-  name    = "${var.events_topic_name}-${var.service_name}-push"
-  topic   = google_pubsub_topic.events.id
+  name    = each.value.name
+  topic   = each.value.topic
   labels  = var.labels
 
   ack_deadline_seconds       = 600
@@ -348,61 +369,12 @@ resource "google_pubsub_subscription" "events_push" {
   ]
 }
 
-# ... and acknowledges, on the source subscription, the messages it forwards there.
-resource "google_pubsub_subscription_iam_member" "pubsub_agent_subscribes_events_push" {
-  project      = var.project_id
-  subscription = google_pubsub_subscription.events_push.name
-  role         = "roles/pubsub.subscriber"
-  member       = local.pubsub_service_agent
-}
-
-# Optional: Cloud Build notifications (status SUCCESS -> test-passed for each built digest).
-resource "google_pubsub_subscription" "cloud_builds_push" {
-  count = var.subscribe_cloud_builds ? 1 : 0
-
-  project = var.project_id
-  name    = "cloud-builds-${var.service_name}-push"
-  topic   = "projects/${var.project_id}/topics/cloud-builds"
-  labels  = var.labels
-
-  ack_deadline_seconds       = 600
-  message_retention_duration = "604800s"
-
-  push_config {
-    push_endpoint = google_cloud_run_v2_service.promoter.uri
-
-    oidc_token {
-      service_account_email = google_service_account.push.email
-      audience              = local.push_audience
-    }
-  }
-
-  retry_policy {
-    minimum_backoff = "10s"
-    maximum_backoff = "600s"
-  }
-
-  dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.dead_letter.id
-    max_delivery_attempts = var.max_delivery_attempts
-  }
-
-  expiration_policy {
-    ttl = ""
-  }
-
-  depends_on = [
-    google_cloud_run_v2_service_iam_binding.invoker,
-    google_service_account_iam_member.push_token_creator,
-    google_pubsub_topic_iam_member.pubsub_agent_publishes_dead_letters,
-  ]
-}
-
-resource "google_pubsub_subscription_iam_member" "pubsub_agent_subscribes_cloud_builds_push" {
-  count = var.subscribe_cloud_builds ? 1 : 0
+# ... and acknowledges, on each source subscription, the messages it forwards there.
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_subscribes" {
+  for_each = google_pubsub_subscription.push
 
   project      = var.project_id
-  subscription = google_pubsub_subscription.cloud_builds_push[0].name
+  subscription = each.value.name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_service_agent
 }

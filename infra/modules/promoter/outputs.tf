@@ -45,7 +45,7 @@ output "dead_letter_subscription" {
 
 output "events_push_subscription" {
   description = "Push subscription from the events topic to the service."
-  value       = google_pubsub_subscription.events_push.id
+  value       = google_pubsub_subscription.push["events"].id
 }
 
 output "notification_channel" {
