@@ -84,6 +84,10 @@ impl Drop for LineWriter {
 }
 
 fn lift_trace(line: &[u8], project: Option<&str>) -> Option<Vec<u8>> {
+    // Lines outside a request (start-up, shutdown) have no trace: not worth parsing.
+    if !line.windows(8).any(|w| w == b"\"trace\":") {
+        return None;
+    }
     let mut entry: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(line).ok()?;
     let trace = entry

@@ -284,16 +284,19 @@ impl Service {
             );
             return Ok(base);
         }
-        // Records are one tag each, so nothing waits for this one: the listing adds it, and the
-        // decision (and any copy) goes ahead while it is written. The answer waits for both.
-        let decision = async {
+        // Every signal is decided from a listing taken after its own record is durable: of two
+        // signals arriving together, the later listing then sees both, so a gate they open
+        // together is never missed. As a fast path, a first decision runs on a listing taken
+        // while the record is written; when that already opens the gate the copy overlaps the
+        // write, and when it does not, the decision is taken again once the record is in.
+        let decide = || async {
             let mut records = evidence::load(&stage_client, &located.repository).await?;
             records.include(
                 Some(&digest),
                 evidence::listed_as(signal.kind, Some(&digest), &record),
             );
             let mut outcomes = Vec::new();
-            for promotion in promotions {
+            for &promotion in &promotions {
                 if promotion.block_on().contains(&signal.kind)
                     && !promotion.require().contains(&signal.kind)
                 {
@@ -326,9 +329,19 @@ impl Service {
             }
             Ok::<_, PromoteError>(most_significant(outcomes))
         };
-        let (written, decided) = tokio::join!(write, decision);
+        let (written, early) = tokio::join!(write, decide());
         written?;
-        decided
+        match early? {
+            outcome
+                if matches!(
+                    outcome.decision,
+                    Decision::Promoted | Decision::AlreadyPromoted
+                ) =>
+            {
+                Ok(outcome)
+            }
+            _ => decide().await,
+        }
     }
 
     /// alert-firing, alert-clear: about the image in a stage, whatever its digest.
@@ -358,12 +371,10 @@ impl Service {
             );
             return Ok(base);
         }
-        // The alert cleared: every digest waiting in this stage may now be free to go.
-        let (written, listed) =
-            tokio::join!(write, evidence::load(&stage_client, &located.repository));
-        written?;
-        let mut records = listed?;
-        records.include(None, evidence::listed_as(signal.kind, None, &record));
+        // The alert cleared: every digest waiting in this stage may now be free to go. Listed
+        // after the record is durable, so a signal arriving at the same moment sees it or is seen.
+        write.await?;
+        let records = evidence::load(&stage_client, &located.repository).await?;
         let mut outcomes = Vec::new();
         for promotion in promotions {
             let Some(to_stage) = self.pipeline.stage(promotion.to().as_str()) else {

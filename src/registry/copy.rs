@@ -436,14 +436,16 @@ impl Copier<'_> {
         digest: &Digest,
         size: u64,
     ) -> Result<BlobOutcome, RegistryError> {
-        let same_host = from.registry == to.registry;
-        if self.options.dry_run || !same_host {
+        // A mount answers 201 whether or not the blob was already there, so a mountable blob
+        // needs no existence check first; any other one does.
+        let mountable = from.registry == to.registry && from != to;
+        if !mountable || self.options.dry_run {
             if self.destination.blob_exists(to, digest).await? {
                 return Ok(BlobOutcome::Skipped);
             }
             if self.options.dry_run {
                 // What a real run would do with it.
-                return Ok(if same_host {
+                return Ok(if mountable {
                     BlobOutcome::Mounted
                 } else {
                     BlobOutcome::Copied
@@ -451,18 +453,15 @@ impl Copier<'_> {
             }
         }
         let mut upload_location = None;
-        if same_host && from != to {
-            // A mount answers 201 whether or not the blob was already there; either way no bytes
-            // move. Any refusal (202 with a session, 401/403 without pull on the source, 404)
-            // falls back to an upload (NOTES.md: oci-client treats the legal 202 as an error).
+        if mountable {
+            // Any refusal (202 with a session, 401/403 without pull on the source, 404) falls
+            // back to an upload (NOTES.md: oci-client treats the legal 202 as an error).
             match self.destination.mount_blob(to, digest, from).await {
                 Ok(MountOutcome::Mounted) => return Ok(BlobOutcome::Mounted),
                 Ok(MountOutcome::UploadAt(location)) => upload_location = Some(location),
                 Err(error) if error.is_transient() => return Err(error),
                 Err(error) => tracing::debug!(%error, %digest, "mount refused, uploading instead"),
             }
-        } else if same_host && self.destination.blob_exists(to, digest).await? {
-            return Ok(BlobOutcome::Skipped);
         }
         self.stream_blob(from, to, digest, size, upload_location)
             .await?;

@@ -1,7 +1,7 @@
 //! The copy engine through the command line: exact copies, idempotence, refusals, resumption.
 
 use crate::support::{
-    Auth, Promoter, Registry, assert_same_bytes, report, seed, skopeo_raw, stderr,
+    Auth, Promoter, Registry, assert_same_bytes, promote_args, report, seed, skopeo_raw, stderr,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,20 +163,13 @@ async fn a_second_promotion_is_already_present_and_writes_nothing() {
         None,
     );
     let promoter = Promoter::new();
-    let args = [
-        "promote",
+    let args = promote_args(
+        &host,
         "app:2.0.0",
-        "--source-registry",
-        &host,
-        "--source-stage",
         "fast-feedback",
-        "--dest-registry",
-        &host,
-        "--dest-stage",
         "extended-test",
-        "--output",
-        "json",
-    ];
+        &["--output", "json"],
+    );
     assert_eq!(report(&promoter.run(&args).await)["already_present"], false);
     let writes_before = registry.requests("PUT", "/v2/extended-test/")
         + registry.requests("POST", "/v2/extended-test/");
@@ -213,18 +206,13 @@ async fn a_destination_tag_holding_other_content_is_refused_and_left_alone() {
     );
 
     let output = Promoter::new()
-        .run(&[
-            "promote",
+        .run(&promote_args(
+            &host,
             "app:1.0.0",
-            "--source-registry",
-            &host,
-            "--source-stage",
             "fast-feedback",
-            "--dest-registry",
-            &host,
-            "--dest-stage",
             "extended-test",
-        ])
+            &[],
+        ))
         .await;
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);

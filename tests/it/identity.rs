@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::support::google::{MetadataServer, TokenRealm, accept_only};
-use crate::support::{Auth, Promoter, Registry, assert_same_bytes, report, seed, stderr};
+use crate::support::{
+    Auth, Promoter, Registry, assert_same_bytes, promote_args, report, seed, stderr,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_comes_from_docker_config_and_its_absence_is_explained() {
@@ -23,20 +25,13 @@ async fn basic_auth_comes_from_docker_config_and_its_absence_is_explained() {
         Some("ci:s3cret-pass"),
     );
 
-    let args = [
-        "promote",
+    let args = promote_args(
+        &host,
         "app:1",
-        "--source-registry",
-        &host,
-        "--source-stage",
         "fast-feedback",
-        "--dest-registry",
-        &host,
-        "--dest-stage",
         "prod",
-        "--output",
-        "json",
-    ];
+        &["--output", "json"],
+    );
     let anonymous = Promoter::new().run(&args).await;
     assert_eq!(anonymous.status.code(), Some(1));
     assert!(
@@ -100,20 +95,13 @@ async fn application_default_credentials_flow_from_the_metadata_server_to_the_re
         .docker_config(serde_json::json!({"credHelpers": {host.clone(): "gcloud"}}));
     let json = report(
         &promoter
-            .run(&[
-                "promote",
+            .run(&promote_args(
+                &host,
                 "app:1.2.4",
-                "--source-registry",
-                &host,
-                "--source-stage",
                 "fast-feedback",
-                "--dest-registry",
-                &host,
-                "--dest-stage",
                 "extended-test",
-                "--output",
-                "json",
-            ])
+                &["--output", "json"],
+            ))
             .await,
     );
     assert_eq!(json["digest"], seeded.digest);

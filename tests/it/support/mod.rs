@@ -146,7 +146,7 @@ impl Promoter {
         self
     }
 
-    pub async fn run(&self, args: &[&str]) -> Output {
+    pub async fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_promoter"));
         command
             .args(args)
@@ -160,6 +160,24 @@ impl Promoter {
         }
         command.output().await.expect("promoter runs")
     }
+}
+
+/// `promote IMAGE` between two stages of one registry, as corectl's flags spell it.
+pub fn promote_args(host: &str, image: &str, from: &str, to: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "promote",
+        image,
+        "--source-registry",
+        host,
+        "--source-stage",
+        from,
+    ]
+    .into_iter()
+    .chain(["--dest-registry", host, "--dest-stage", to])
+    .map(str::to_owned)
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// The JSON report of a successful `--output json` run.
