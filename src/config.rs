@@ -36,6 +36,13 @@ pub const PROMOTER_PUSH_AUTH: &str = "PROMOTER_PUSH_AUTH";
 pub const PROMOTER_PUSH_AUDIENCE: &str = "PROMOTER_PUSH_AUDIENCE";
 pub const PROMOTER_PUSH_SERVICE_ACCOUNTS: &str = "PROMOTER_PUSH_SERVICE_ACCOUNTS";
 pub const PROMOTER_JWKS_URL: &str = "PROMOTER_JWKS_URL";
+/// Where promoter keeps its own indexes (alert state, waiting digests, promotions by stage):
+/// `host/path`, a repository prefix it may write and delete under. Default: the first stage's
+/// registry + `/promoter-state`.
+pub const PROMOTER_STATE_REPOSITORY: &str = "PROMOTER_STATE_REPOSITORY";
+/// How long `promoter serve` waits for a request's headers, and then for its body, before it
+/// gives up on the connection (a duration: `10s`). Default 10 s.
+pub const PROMOTER_READ_TIMEOUT: &str = "PROMOTER_READ_TIMEOUT";
 /// Set by Cloud Run: the service's name, used as the source of outbound events.
 pub const K_SERVICE: &str = "K_SERVICE";
 /// The Google Cloud project, for trace correlation in logs.
