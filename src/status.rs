@@ -1,14 +1,16 @@
 //! `promoter status`: where a digest is in the pipeline and why — the stages that hold it, the
-//! signals recorded for it, and each gate's state — read from the same records the service
-//! decides from.
+//! signals recorded for it, and each gate's state — read and judged exactly as the service reads
+//! and judges them (the same plan), without writing anything.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::evidence::{self, StageRecords};
-use crate::registry::auth::IdentityChoice;
-use crate::registry::{Digest, RegistryError, Transport};
-use crate::rules::{self, Gate, Pipeline};
+use crate::evidence;
+use crate::promote::job::{Access, Job};
+use crate::promote::plan::{Known, Place};
+use crate::promote::{PromoteError, Service};
+use crate::registry::{Digest, RegistryError, Repository};
+use crate::rules::{self, Gate, Promotion, Skip, Verdict};
 
 /// Why a status could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,8 @@ pub enum StatusError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Evidence(#[from] evidence::EvidenceError),
+    #[error(transparent)]
+    Promote(#[from] PromoteError),
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +61,8 @@ pub struct SignalStatus {
 pub struct GateStatus {
     pub from: String,
     pub to: String,
-    /// `done` (the digest is in the next stage), `open`, `pending`, `blocked`, `not-in-stage`.
+    /// `done` (the digest is in the next stage), `open`, `pending`, `blocked`, `superseded`,
+    /// `skipped`, `not-in-stage`.
     pub state: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
@@ -66,122 +71,194 @@ pub struct GateStatus {
 }
 
 /// Reads the status of `image` (a reference in one of the pipeline's stages).
-pub async fn status(
-    pipeline: &Pipeline,
-    transport: &Transport,
-    identity: &IdentityChoice,
-    image: &str,
-) -> Result<StatusReport, StatusError> {
+pub async fn status(service: &Service, image: &str) -> Result<StatusReport, StatusError> {
+    let pipeline = &service.pipeline;
     let located = pipeline.locate(image, None)?;
-    let home = transport
-        .job_client(identity, &located.repository, "pull", None)
-        .await?;
+    let places: Vec<Place> = pipeline
+        .stages()
+        .iter()
+        .map(|stage| {
+            Ok::<_, StatusError>(Place {
+                stage: stage.name().clone(),
+                image_name: located.image_name.clone(),
+                repository: stage
+                    .repository(&located.image_name)
+                    .map_err(|e| StatusError::NotFound(e.to_string()))?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut repositories: Vec<(Repository, Access)> = Vec::new();
+    for place in &places {
+        repositories.push((place.repository.clone(), Access::Read));
+        repositories.push((
+            service.state.alerts(&place.stage, &place.image_name)?,
+            Access::Read,
+        ));
+        repositories.push((
+            service.state.promoted(&place.stage, &place.image_name)?,
+            Access::Read,
+        ));
+    }
+    let job = Job::new(&service.transport, &service.identity, &repositories).await?;
+
     let reference = located
         .image_ref()
         .api_reference()
         .ok_or_else(|| StatusError::NotFound(format!("{image} names no tag or digest")))?;
-    let digest: Digest = home
+    let digest: Digest = job
+        .client(&located.repository)?
         .head_manifest(&located.repository, &reference)
         .await?
         .ok_or_else(|| {
             StatusError::NotFound(format!("{image} is not in stage {}", located.stage))
         })?;
 
-    let mut stages = Vec::new();
-    let mut records_by_stage = Vec::new();
-    for stage in pipeline.stages() {
-        let repository = stage
-            .repository(&located.image_name)
-            .map_err(|e| StatusError::NotFound(e.to_string()))?;
-        let client = transport
-            .job_client(identity, &repository, "pull", None)
-            .await?;
-        let holds_digest = client
-            .head_manifest(&repository, digest.as_str())
-            .await?
-            .is_some();
-        let records = if holds_digest {
-            evidence::load(&client, &repository).await?
-        } else {
-            StageRecords::default()
-        };
-        let mut signals = Vec::new();
-        for (recorded, about) in records
-            .for_digest(&digest)
-            .iter()
-            .map(|r| (r, "digest"))
-            .chain(records.alerts.iter().map(|r| (r, "image in stage")))
-        {
-            let event_id = evidence::read_signal(&client, &repository, &recorded.tag)
-                .await?
-                .map(|record| record.event_id)
-                .unwrap_or_else(|| recorded.tag.clone());
-            signals.push(SignalStatus {
-                kind: recorded.kind.to_string(),
-                time: recorded.time,
-                event_id,
-                about: about.into(),
-            });
+    let holds = futures::future::try_join_all(places.iter().map(|place| {
+        let job = &job;
+        let digest = &digest;
+        async move {
+            Ok::<_, StatusError>(
+                job.client(&place.repository)?
+                    .head_manifest(&place.repository, digest.as_str())
+                    .await?
+                    .is_some(),
+            )
         }
-        signals.sort_by_key(|s| s.time);
-        stages.push(StageStatus {
-            stage: stage.name().to_string(),
-            repository: repository.to_string(),
-            holds_digest,
-            entered_at: records.promoted_at.get(&digest).copied(),
-            signals,
-        });
-        records_by_stage.push((stage.name().to_string(), holds_digest, records));
-    }
+    }))
+    .await?;
 
     let now = Utc::now();
+    let mut stages = Vec::new();
     let mut gates = Vec::new();
-    for promotion in pipeline.promotions() {
-        let find = |name: &str| records_by_stage.iter().find(|(stage, _, _)| stage == name);
-        let (Some((_, in_from, records)), Some((_, in_to, _))) = (
-            find(promotion.from().as_str()),
-            find(promotion.to().as_str()),
-        ) else {
+    for (place, &holds_digest) in places.iter().zip(&holds) {
+        let promotions: Vec<&Promotion> = pipeline.promotions_from(place.stage.as_str()).collect();
+        let mut stage = StageStatus {
+            stage: place.stage.to_string(),
+            repository: place.repository.to_string(),
+            holds_digest,
+            entered_at: None,
+            signals: Vec::new(),
+        };
+        if !holds_digest {
+            for promotion in &promotions {
+                gates.push(gate(promotion, "not-in-stage", Vec::new(), None));
+            }
+            stages.push(stage);
             continue;
+        }
+        let known = Known {
+            digest: digest.clone(),
+            tag: located.tag.clone(),
+            present: None,
+            arrival: None,
+            own: None,
         };
-        let mut gate = GateStatus {
-            from: promotion.from().to_string(),
-            to: promotion.to().to_string(),
-            state: String::new(),
-            missing: Vec::new(),
-            detail: None,
-        };
-        if *in_to {
-            gate.state = "done".into();
-        } else if !*in_from {
-            gate.state = "not-in-stage".into();
-        } else {
-            let evidence = records.evidence_for(&digest);
-            match rules::evaluate(promotion, &evidence, now) {
-                Gate::Open { .. } => gate.state = "open".into(),
-                Gate::Pending {
+        let plan = service
+            .plan(&job, place, &promotions, vec![known], now)
+            .await?;
+        if let Some(found) = plan.found.first() {
+            stage.entered_at = found.arrival.as_ref().map(|a| a.time);
+            for (kind, record) in &found.signals {
+                stage.signals.push(SignalStatus {
+                    kind: kind.to_string(),
+                    time: record.time,
+                    event_id: record.event_id.clone(),
+                    about: "digest".into(),
+                });
+            }
+            let alerts_repository = service.state.alerts(&place.stage, &place.image_name)?;
+            let log = evidence::AlertLog {
+                client: job.client(&alerts_repository)?,
+                repository: &alerts_repository,
+            };
+            for alert in &plan.alerts {
+                let event_id = log
+                    .read(&alert.tag)
+                    .await?
+                    .map(|r| r.event_id)
+                    .unwrap_or_else(|| alert.tag.clone());
+                stage.signals.push(SignalStatus {
+                    kind: alert.kind.to_string(),
+                    time: alert.time,
+                    event_id,
+                    about: "image in stage".into(),
+                });
+            }
+        }
+        stage.signals.sort_by_key(|s| s.time);
+        for promotion_plan in &plan.promotions {
+            let promotion = promotion_plan.promotion;
+            let in_destination = places
+                .iter()
+                .zip(&holds)
+                .any(|(p, held)| &p.stage == promotion.to() && *held);
+            let Some(verdict) = promotion_plan.verdicts.first() else {
+                continue;
+            };
+            gates.push(match verdict {
+                _ if in_destination => gate(promotion, "done", Vec::new(), None),
+                Verdict::AlreadyPromoted => gate(promotion, "done", Vec::new(), None),
+                Verdict::Move => gate(promotion, "open", Vec::new(), None),
+                Verdict::Pending(Gate::Blocked { by }) => gate(
+                    promotion,
+                    "blocked",
+                    Vec::new(),
+                    Some(format!("{} at {}", by.kind, by.time.to_rfc3339())),
+                ),
+                Verdict::Pending(Gate::Pending {
                     missing,
                     not_before,
                     entry_time_unknown,
-                } => {
-                    gate.state = "pending".into();
-                    gate.missing = missing.iter().map(|k| k.to_string()).collect();
-                    gate.detail = match (not_before, entry_time_unknown) {
+                }) => gate(
+                    promotion,
+                    "pending",
+                    missing.iter().map(|k| k.to_string()).collect(),
+                    match (not_before, entry_time_unknown) {
                         (Some(time), _) => Some(format!(
                             "minimum time in stage ends at {}",
                             time.to_rfc3339()
                         )),
                         (None, true) => Some("entry time into the stage unknown".into()),
                         _ => None,
-                    };
-                }
-                Gate::Blocked { by } => {
-                    gate.state = "blocked".into();
-                    gate.detail = Some(format!("{} at {}", by.kind, by.time.to_rfc3339()));
-                }
-            }
+                    },
+                ),
+                Verdict::Pending(Gate::Open { .. }) => gate(promotion, "open", Vec::new(), None),
+                Verdict::Superseded { by } => gate(
+                    promotion,
+                    "superseded",
+                    Vec::new(),
+                    Some(format!(
+                        "{} holds {by}, which entered {} later",
+                        promotion.to(),
+                        promotion.from()
+                    )),
+                ),
+                Verdict::Skipped(Skip::Blocked(by)) => gate(
+                    promotion,
+                    "blocked",
+                    Vec::new(),
+                    Some(format!(
+                        "{} at {} (for good)",
+                        by.kind,
+                        by.time.to_rfc3339()
+                    )),
+                ),
+                Verdict::Skipped(skip) => gate(
+                    promotion,
+                    "skipped",
+                    Vec::new(),
+                    Some(match skip {
+                        Skip::Gone => "no longer in the stage".to_owned(),
+                        Skip::NoTag => "no signal named it by a tag".to_owned(),
+                        Skip::TagConflict { existing } => {
+                            format!("the destination tag holds {existing}")
+                        }
+                        Skip::Blocked(by) => by.kind.to_string(),
+                    }),
+                ),
+            });
         }
-        gates.push(gate);
+        stages.push(stage);
     }
     Ok(StatusReport {
         image: image.to_owned(),
@@ -189,6 +266,21 @@ pub async fn status(
         stages,
         gates,
     })
+}
+
+fn gate(
+    promotion: &Promotion,
+    state: &str,
+    missing: Vec<String>,
+    detail: Option<String>,
+) -> GateStatus {
+    GateStatus {
+        from: promotion.from().to_string(),
+        to: promotion.to().to_string(),
+        state: state.into(),
+        missing,
+        detail,
+    }
 }
 
 impl StatusReport {
@@ -199,7 +291,7 @@ impl StatusReport {
         let _ = writeln!(out, "{}\n  digest {}\n", self.image, self.digest);
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<25} REPOSITORY",
+            "{:<16} {:<8} {:<29} REPOSITORY",
             "STAGE", "HOLDS", "ENTERED"
         );
         for stage in &self.stages {
@@ -210,21 +302,20 @@ impl StatusReport {
             let holds = if stage.holds_digest { "yes" } else { "no" };
             let _ = writeln!(
                 out,
-                "{:<16} {:<8} {:<25} {}",
+                "{:<16} {:<8} {:<29} {}",
                 stage.stage, holds, entered, stage.repository
             );
         }
         let _ = writeln!(
             out,
-            "
-{:<16} {:<15} {:<25} EVENT ID",
+            "\n{:<16} {:<15} {:<29} EVENT ID",
             "STAGE", "SIGNAL", "TIME"
         );
         for stage in &self.stages {
             for signal in &stage.signals {
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<15} {:<25} {}",
+                    "{:<16} {:<15} {:<29} {}",
                     stage.stage,
                     signal.kind,
                     signal
@@ -234,12 +325,7 @@ impl StatusReport {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "
-{:<32} {:<13} MISSING / DETAIL",
-            "GATE", "STATE"
-        );
+        let _ = writeln!(out, "\n{:<32} {:<13} MISSING / DETAIL", "GATE", "STATE");
         for gate in &self.gates {
             let mut detail = gate.missing.join(", ");
             if let Some(extra) = &gate.detail {

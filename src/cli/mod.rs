@@ -48,6 +48,20 @@ enum Command {
         /// projects/PROJECT/subscriptions/SUBSCRIPTION
         #[arg(long)]
         subscription: String,
+        /// Also reconcile on this timer (e.g. 60s), as the deployment's scheduler does for the
+        /// service: digests waiting on time are promoted once their time comes.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        reconcile_every: Option<Duration>,
+    },
+    /// Decide again every digest waiting for an alert to clear or for time, once (as the
+    /// `reconcile` event does); prints the answer as JSON.
+    Reconcile {
+        /// Only digests waiting in this stage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only digests of this image (its name below the stage).
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Which stages hold the image's digest, the signals recorded, which gates are met or missing.
     Status {
@@ -159,7 +173,10 @@ pub fn main() -> ExitCode {
         }
     };
     // The service logs Cloud Logging JSON (set up by `serve` and `pull`); people get plain text.
-    if !matches!(cli.command, Command::Serve | Command::Pull { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Serve | Command::Pull { .. } | Command::Reconcile { .. }
+    ) {
         init_cli_logging();
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -185,7 +202,11 @@ fn init_cli_logging() {
 async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve => service::serve().await,
-        Command::Pull { subscription } => service::pull(&subscription).await,
+        Command::Pull {
+            subscription,
+            reconcile_every,
+        } => service::pull(&subscription, reconcile_every).await,
+        Command::Reconcile { stage, image } => service::reconcile_once(stage, image).await,
         Command::Rules {
             command: RulesCommand::Check { file },
         } => rules_check(file),
@@ -208,15 +229,19 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn status(image: &str, output: Output) -> anyhow::Result<()> {
-    let pipeline = service::load_pipeline()?;
-    let transport = Transport::new(config::insecure_registries())?;
-    let report =
-        crate::status::status(&pipeline, &transport, &IdentityChoice::default(), image).await?;
+    let service = service::build_reader()?;
+    let report = crate::status::status(&service, image).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
         Output::Text => print!("{}", report.to_text()),
     }
     Ok(())
+}
+
+/// A duration as rules files write them: `90s`, `30m`, `1h30m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::rules::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (90s, 30m, 2h, 1h30m)"))
 }
 
 fn rules_check(file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::{self, var};
+use crate::evidence::StateRepository;
 use crate::http::push_auth::{PushAuth, PushAuthMode};
 use crate::http::{self, AppState, ack};
 use crate::promote::Service;
@@ -50,13 +51,31 @@ pub async fn build_service() -> anyhow::Result<Service> {
         ),
         None => None,
     };
+    let state = state_repository(&pipeline)?;
     Ok(Service::new(
         pipeline,
         transport,
         IdentityChoice::default(),
         publisher,
         publish::event_source(),
+        state,
     ))
+}
+
+/// `PROMOTER_STATE_REPOSITORY`, else `{first stage's registry}/promoter-state`.
+pub fn state_repository(pipeline: &Pipeline) -> anyhow::Result<StateRepository> {
+    let text = match var(config::PROMOTER_STATE_REPOSITORY) {
+        Some(text) => text,
+        None => {
+            let first = pipeline
+                .stages()
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("the pipeline has no stages"))?;
+            format!("{}/promoter-state", first.registry())
+        }
+    };
+    StateRepository::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config::PROMOTER_STATE_REPOSITORY))
 }
 
 fn push_auth_from_env() -> anyhow::Result<PushAuth> {
@@ -113,12 +132,76 @@ pub async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `promoter pull --subscription ...`: the same handling as a StreamingPull worker.
-pub async fn pull(subscription: &str) -> anyhow::Result<()> {
+/// A service that only reads (`promoter status`): no publisher.
+pub fn build_reader() -> anyhow::Result<Service> {
+    let pipeline = load_pipeline()?;
+    let transport = Transport::new(config::insecure_registries())?;
+    let state = state_repository(&pipeline)?;
+    Ok(Service::new(
+        pipeline,
+        transport,
+        IdentityChoice::default(),
+        None,
+        publish::event_source(),
+        state,
+    ))
+}
+
+/// `promoter reconcile`: one reconcile, as the scheduled event would run it; the answer on
+/// stdout as JSON. A transient failure exits 1 (run it again).
+pub async fn reconcile_once(stage: Option<String>, image: Option<String>) -> anyhow::Result<()> {
+    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
+    let service = build_service().await?;
+    let request = manual_reconcile(stage, image);
+    let answer = service.reconcile(&request).await;
+    if let Some(publisher) = &service.publisher {
+        publisher.flush().await;
+    }
+    let answer = answer?;
+    println!("{}", serde_json::to_string(&answer)?);
+    Ok(())
+}
+
+/// A reconcile asked from this process (the command line, or `pull`'s timer).
+fn manual_reconcile(stage: Option<String>, image: Option<String>) -> events::Reconcile {
+    events::Reconcile {
+        event_id: format!("{:032x}", rand::random::<u128>()),
+        event_source: publish::event_source(),
+        event_type: events::RECONCILE.to_owned(),
+        stage,
+        image,
+    }
+}
+
+/// `promoter pull --subscription ...`: the same handling as a StreamingPull worker, and with
+/// `--reconcile-every` a reconcile on a timer beside it.
+pub async fn pull(subscription: &str, reconcile_every: Option<Duration>) -> anyhow::Result<()> {
     telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
     let service = Arc::new(build_service().await?);
     let worker = PullWorker::from_env().await?;
     tracing::info!(subscription, "pulling");
+    let timer = reconcile_every.map(|every| {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let request = manual_reconcile(None, None);
+                match service.reconcile(&request).await {
+                    Ok(answer) => tracing::info!(
+                        event_id = request.event_id,
+                        decision = answer.decision.as_str(),
+                        promoted = answer.promoted.as_ref().map_or(0, Vec::len),
+                        waiting = answer.waiting.unwrap_or_default(),
+                        reason = answer.reason,
+                        "decision"
+                    ),
+                    Err(error) => tracing::warn!(event_id = request.event_id, reason = %error, "reconcile failed; the next tick tries again"),
+                }
+            }
+        })
+    });
     let handler_service = service.clone();
     let summary = worker
         .run(
@@ -129,7 +212,11 @@ pub async fn pull(subscription: &str) -> anyhow::Result<()> {
             },
             shutdown_signal(),
         )
-        .await?;
+        .await;
+    if let Some(timer) = timer {
+        timer.abort();
+    }
+    let summary = summary?;
     tracing::info!(
         received = summary.received,
         acked = summary.acked,
@@ -150,7 +237,7 @@ async fn handle_pulled(service: &Service, message: ReceivedMessage) -> Dispositi
         message.attributes,
         &message.data,
     );
-    ack::disposition(&http::handle(service, parsed).await)
+    ack::reply(&http::handle(service, parsed).await).disposition()
 }
 
 /// SIGTERM (Cloud Run stopping the instance) or Ctrl-C.

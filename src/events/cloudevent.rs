@@ -414,6 +414,19 @@ pub(crate) fn into_parsed(
             })?;
         return cloud_build::parse(&delivery, &build, None);
     }
+    if super::is_reconcile(event.ty()) {
+        let fields = DataFields::read(&event, &delivery)?;
+        return Ok(Parsed::Reconcile {
+            reconcile: super::Reconcile {
+                event_id: event.id().to_owned(),
+                event_source: event.source().to_string(),
+                event_type: event.ty().to_owned(),
+                stage: fields.stage,
+                image: fields.image,
+            },
+            delivery,
+        });
+    }
     let Some(kind) = SignalKind::from_event_type(event.ty()) else {
         return Ok(Parsed::Ignored {
             reason: format!(
@@ -522,6 +535,16 @@ fn string_field(
     match object.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+        // An image or digest padded with whitespace (a trailing newline from a shell) is
+        // malformed, as skopeo and crane find it: promoting the trimmed reference would act on
+        // something the sender did not quite write.
+        Some(Value::String(text)) if text.trim() != text && name != "stage" => {
+            Err(EventsError::InvalidField {
+                delivery: delivery.clone(),
+                field: format!("data.{name}"),
+                reason: format!("{:?} has leading or trailing whitespace", clip(text)),
+            })
+        }
         Some(Value::String(text)) => Ok(Some(text.trim().to_owned())),
         Some(other) => Err(EventsError::InvalidField {
             delivery: delivery.clone(),

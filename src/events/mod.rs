@@ -168,14 +168,43 @@ pub enum Parsed {
     /// notification, ...). Pub/Sub deliveries of it are acked; `reason` is for the log and the
     /// `ignored` response.
     Ignored { delivery: Delivery, reason: String },
+    /// A `reconcile` event: decide again every digest waiting, narrowed to a stage or an image
+    /// when the data names them (DESIGN.md §7 "Time").
+    Reconcile {
+        delivery: Delivery,
+        reconcile: Reconcile,
+    },
 }
+
+/// What a `reconcile` event asks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reconcile {
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    /// `data.stage`: only digests waiting in this stage.
+    pub stage: Option<String>,
+    /// `data.image`: only digests of this image (its name below the stage, or a repository).
+    pub image: Option<String>,
+}
+
+/// Whether a CloudEvent `type` is a `reconcile`: `reconcile` or any type ending in `.reconcile`.
+pub fn is_reconcile(event_type: &str) -> bool {
+    event_type == RECONCILE
+        || event_type
+            .strip_suffix(RECONCILE)
+            .is_some_and(|prefix| prefix.ends_with('.'))
+}
+
+/// The CloudEvent type of a reconcile.
+pub const RECONCILE: &str = "reconcile";
 
 impl Parsed {
     /// How the request was delivered, whatever it amounted to.
     pub fn delivery(&self) -> &Delivery {
         match self {
             Parsed::Signals(inbound) => &inbound.delivery,
-            Parsed::Ignored { delivery, .. } => delivery,
+            Parsed::Ignored { delivery, .. } | Parsed::Reconcile { delivery, .. } => delivery,
         }
     }
 }

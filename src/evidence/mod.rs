@@ -1,40 +1,51 @@
-//! What promoter records in the registry itself, next to the image (DESIGN.md "Evidence").
+//! What promoter records in registries (DESIGN.md §5 "Evidence", §7 "Cost"): the evidence its
+//! decisions read, laid out so that a decision reads a fixed number of objects whatever the
+//! image's history, and so that instances writing at the same moment never read-modify-write
+//! one shared object.
 //!
-//! Every signal a gate may need is one OCI artifact in the stage's repository, under a tag of its
-//! own derived from what it records, so that instances recording signals at the same moment never
-//! touch a shared object (no read-modify-write):
+//! Two places:
 //!
-//! - a digest's signal (test-passed, test-failed, soak-complete):
-//!   `sha256-<hex>.p2p.<kind>.<time>.<event hash>`, an artifact whose `subject` is the image;
-//! - an alert signal of the image in the stage (alert-firing, alert-clear):
-//!   `p2p.alert.<kind>.<time>.<event hash>`;
-//! - a promotion into the stage: `sha256-<hex>.p2p.promoted.<time>`, an artifact whose `subject`
-//!   is the image, also listed in the `sha256-<hex>` referrers fallback tag so that standard tools
-//!   (`oras discover`, `crane`) find it on registries without the referrers API.
+//! - **Next to the image**, in each stage's repository ([`digest`]): per digest, one tag per
+//!   signal type holding the latest signal of that type (`sha256-<hex>.p2p.<signal>`, read with
+//!   one HEAD or GET), one tag per signal event (the audit trail, never read by a decision), when
+//!   the digest arrived in the stage, and its promotion record. All are OCI artifacts whose
+//!   `subject` is the image, so `oras discover` and the referrers API list them too.
+//! - **In promoter's state repository** ([`state`], `PROMOTER_STATE_REPOSITORY`), indexes a
+//!   decision would otherwise have to build by listing a whole stage repository: the alert state
+//!   of an image in a stage, the digests waiting for an alert to clear or for time to pass, and
+//!   the newest digest promoted into each stage. Each is a small repository whose obsolete tags
+//!   promoter deletes, so listing it costs what is live, not what has ever been.
 //!
-//! Reading back is one tag listing: the kind and time of every record are in its tag, so a
-//! decision needs no manifest fetches. The manifests hold the full record (event id, source,
-//! type) for `promoter status` and the promotion record. Redelivering an event writes the same
-//! tag again: recording is idempotent.
+//! Every record is an OCI image manifest with the empty config (`{}`), one empty layer, and the
+//! record's JSON in an annotation, so writing it is one request and reading it is one request.
 
-use std::collections::BTreeMap;
+pub mod digest;
+pub mod state;
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::events::SignalKind;
 use crate::registry::client::{MountOutcome, PutManifestOutcome};
 use crate::registry::manifest::{
     Descriptor, OCI_MANIFEST, PROMOTER_ARTIFACT_TYPE_PREFIX, RawManifest,
 };
 use crate::registry::{Digest, RegistryClient, RegistryError, Repository};
 
+pub use digest::DigestRecords;
+pub use state::{
+    AlertLog, AlertRecord, PromotedIndex, StateRepository, WaitingEntry, WaitingIndex,
+};
+
 /// The artifact type of a signal record.
 pub const SIGNAL_ARTIFACT_TYPE: &str = "application/vnd.promoter.signal.v1+json";
 /// The artifact type of a promotion record.
 pub const PROMOTION_ARTIFACT_TYPE: &str = "application/vnd.promoter.promotion.v1+json";
+/// The artifact type of an arrival record.
+pub const ARRIVAL_ARTIFACT_TYPE: &str = "application/vnd.promoter.arrival.v1+json";
+/// The artifact type of an entry in one of promoter's indexes.
+pub const INDEX_ARTIFACT_TYPE: &str = "application/vnd.promoter.index.v1+json";
 /// The OCI empty descriptor's content, the config of every record (OCI image spec, "Guidelines
 /// for artifact usage").
 const EMPTY_CONFIG: &[u8] = b"{}";
@@ -42,6 +53,8 @@ const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// Millisecond resolution: an alert that clears within the second it fired must still come
 /// after it.
 const TIME_FORMAT: &str = "%Y%m%dT%H%M%S%3fZ";
+/// The annotation that holds a record's JSON.
+const RECORD_ANNOTATION: &str = "dev.promoter.record";
 
 /// Why evidence could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +65,10 @@ pub enum EvidenceError {
     /// A record could not be encoded.
     #[error("evidence record {what}: {cause}")]
     Encode { what: String, cause: String },
+    /// A repository name for a record could not be formed (a state repository path too long for
+    /// the registry's grammar, say).
+    #[error("evidence repository {what}: {cause}")]
+    Name { what: String, cause: String },
 }
 
 impl EvidenceError {
@@ -93,100 +110,35 @@ pub struct PromotionRecord {
     pub time: DateTime<Utc>,
 }
 
-/// One record as its tag describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recorded {
-    pub kind: SignalKind,
+/// When a digest arrived in a stage, as far as promoter knows: the moment it promoted the digest
+/// there, or the first signal it recorded about the digest there.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ArrivalRecord {
     pub time: DateTime<Utc>,
-    /// The tag that holds the record; [`read_signal`] reads the whole record.
-    pub tag: String,
-    /// The event's own id, when this instance wrote the record and so knows it without reading.
-    pub event_id: Option<String>,
-}
-
-/// Everything recorded in one stage repository.
-#[derive(Clone, Debug, Default)]
-pub struct StageRecords {
-    /// Digest signals, by digest.
-    pub by_digest: BTreeMap<Digest, Vec<Recorded>>,
-    /// Alert signals of the image in this stage.
-    pub alerts: Vec<Recorded>,
-    /// When each digest was promoted into this stage (the earliest record).
-    pub promoted_at: BTreeMap<Digest, DateTime<Utc>>,
-}
-
-impl StageRecords {
-    /// What the gates of a promotion out of this stage see for `digest`. A rule record's
-    /// `event_id` is the record's tag: the event's own id is read from the record when needed.
-    pub fn evidence_for(&self, digest: &Digest) -> crate::rules::Evidence {
-        let rule_record = |r: &Recorded| crate::rules::Record {
-            kind: r.kind,
-            event_id: r.tag.clone(),
-            time: r.time,
-        };
-        crate::rules::Evidence {
-            digest_signals: self.for_digest(digest).iter().map(rule_record).collect(),
-            alert_signals: self.alerts.iter().map(rule_record).collect(),
-            entered_stage_at: self.promoted_at.get(digest).copied(),
-        }
-    }
-
-    /// The event id of the record under `tag`, when known without reading it.
-    pub fn known_event_id(&self, tag: &str) -> Option<&str> {
-        self.by_digest
-            .values()
-            .flatten()
-            .chain(&self.alerts)
-            .find(|r| r.tag == tag)
-            .and_then(|r| r.event_id.as_deref())
-    }
-
-    /// Adds a record this instance just wrote, in case the listing was taken before it landed.
-    pub fn include(&mut self, digest: Option<&Digest>, recorded: Recorded) {
-        let list = match digest {
-            Some(digest) => self.by_digest.entry(digest.clone()).or_default(),
-            None => &mut self.alerts,
-        };
-        if !list.iter().any(|r| r.tag == recorded.tag) {
-            list.push(recorded);
-        }
-    }
-
-    pub fn for_digest(&self, digest: &Digest) -> &[Recorded] {
-        self.by_digest
-            .get(digest)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    }
+    pub digest: String,
+    /// The version tag the digest has in the stage, when known.
+    pub tag: Option<String>,
+    /// `promoted from <stage>` or `first signal <type> <event id>`.
+    pub how: String,
 }
 
 /// Sixteen hex digits naming an event: its source and id (CloudEvents: unique together).
 fn event_hash(source: &str, id: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(source.as_bytes());
-    hasher.update([0]);
-    hasher.update(id.as_bytes());
-    hex::encode(&hasher.finalize()[..8])
+    short_hash(&[source, id], 8)
 }
 
-/// The tag a signal record is stored under.
-pub fn signal_tag(
-    kind: SignalKind,
-    digest: Option<&Digest>,
-    time: DateTime<Utc>,
-    source: &str,
-    id: &str,
-) -> String {
-    let time = time.format(TIME_FORMAT);
-    let hash = event_hash(source, id);
-    match digest {
-        Some(digest) => format!(
-            "{}.p2p.{}.{time}.{hash}",
-            digest.fallback_tag(),
-            kind.as_str()
-        ),
-        None => format!("p2p.alert.{}.{time}.{hash}", kind.as_str()),
+/// `bytes` bytes of sha256 over the parts, in hex.
+fn short_hash(parts: &[&str], bytes: usize) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
     }
+    hex::encode(&hasher.finalize()[..bytes])
+}
+
+fn format_time(time: DateTime<Utc>) -> String {
+    time.format(TIME_FORMAT).to_string()
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -195,209 +147,29 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// What a tag of the naming scheme above records.
-#[derive(Debug, PartialEq)]
-enum RecordTag {
-    /// A signal, about a digest or (alerts) the image in the stage.
-    Signal(Option<Digest>, Recorded),
-    /// A promotion of the digest into the stage, at that time.
-    Promoted(Digest, DateTime<Utc>),
-}
-
-/// Reads one tag; other tags (the user's) are not records.
-fn parse_tag(tag: &str) -> Option<RecordTag> {
-    let subject_digest =
-        |subject: &str| Digest::try_from(subject.replacen('-', ":", 1).as_str()).ok();
-    let record = |kind: &str, time: &str| {
-        Some(Recorded {
-            kind: kind.parse().ok()?,
-            time: parse_time(time)?,
-            tag: tag.to_owned(),
-            event_id: None,
-        })
-    };
-    let parts: Vec<&str> = tag.split('.').collect();
-    match parts.as_slice() {
-        ["p2p", "alert", kind, time, _hash] => Some(RecordTag::Signal(None, record(kind, time)?)),
-        [subject, "p2p", "promoted", time] => Some(RecordTag::Promoted(
-            subject_digest(subject)?,
-            parse_time(time)?,
-        )),
-        [subject, "p2p", kind, time, _hash] => Some(RecordTag::Signal(
-            Some(subject_digest(subject)?),
-            record(kind, time)?,
-        )),
-        _ => None,
-    }
-}
-
-/// Reads every record of a stage repository: one tag listing.
-pub async fn load(
-    client: &RegistryClient,
-    repository: &Repository,
-) -> Result<StageRecords, EvidenceError> {
-    let mut records = StageRecords::default();
-    for tag in client.list_tags(repository).await? {
-        match parse_tag(&tag) {
-            Some(RecordTag::Signal(Some(digest), recorded)) => {
-                records.by_digest.entry(digest).or_default().push(recorded)
-            }
-            Some(RecordTag::Signal(None, recorded)) => records.alerts.push(recorded),
-            Some(RecordTag::Promoted(digest, time)) => {
-                let entry = records.promoted_at.entry(digest).or_insert(time);
-                *entry = (*entry).min(time);
-            }
-            None => {}
-        }
-    }
-    Ok(records)
-}
-
-/// How a signal will be listed once recorded: its tag, and its time as the tag keeps it.
-pub fn listed_as(kind: SignalKind, digest: Option<&Digest>, record: &SignalRecord) -> Recorded {
-    let tag = signal_tag(
-        kind,
-        digest,
-        record.time,
-        &record.event_source,
-        &record.event_id,
-    );
-    let time = parse_time(&record.time.format(TIME_FORMAT).to_string()).unwrap_or(record.time);
-    Recorded {
-        kind,
-        time,
-        tag,
-        event_id: Some(record.event_id.clone()),
-    }
-}
-
-/// Records a signal. `subject` names the image for digest signals.
-pub async fn record_signal(
-    client: &RegistryClient,
-    repository: &Repository,
-    subject: Option<(&Digest, &Descriptor)>,
-    kind: SignalKind,
-    record: &SignalRecord,
-) -> Result<String, EvidenceError> {
-    let tag = signal_tag(
-        kind,
-        subject.map(|(d, _)| d),
-        record.time,
-        &record.event_source,
-        &record.event_id,
-    );
-    let annotations = serde_json::json!({
-        "org.opencontainers.image.created": record.time.to_rfc3339(),
-        "dev.promoter.signal.type": record.kind,
-        "dev.promoter.signal.id": record.event_id,
-        "dev.promoter.signal.source": record.event_source,
-    });
-    let artifact = Artifact {
-        tag: &tag,
-        artifact_type: SIGNAL_ARTIFACT_TYPE,
-        subject: subject.map(|(_, d)| d),
-        annotations,
-    };
-    put_empty_blob(client, repository, &Digest::sha256_of(EMPTY_CONFIG), None).await?;
-    push_record(client, repository, artifact, record).await?;
-    Ok(tag)
-}
-
-/// Reads a signal record back (for event ids in promotion records and `promoter status`).
-pub async fn read_signal(
-    client: &RegistryClient,
-    repository: &Repository,
-    tag: &str,
-) -> Result<Option<SignalRecord>, EvidenceError> {
-    read_record(client, repository, tag).await
-}
-
-/// A destination stage ready to take promotion records: its records' config blob is in place.
-/// Preparing can run beside the copy, so recording after it is one write fewer.
-pub struct PromotionTarget<'a> {
-    client: &'a RegistryClient,
-    repository: &'a Repository,
-}
-
-/// Puts the records' config blob in `repository`, mounted from `from` (the previous stage, which
-/// has it from its own records) where the registry allows.
-pub async fn prepare_promotion_target<'a>(
-    client: &'a RegistryClient,
-    repository: &'a Repository,
-    from: Option<&Repository>,
-) -> Result<PromotionTarget<'a>, EvidenceError> {
-    put_empty_blob(client, repository, &Digest::sha256_of(EMPTY_CONFIG), from).await?;
-    Ok(PromotionTarget { client, repository })
-}
-
-impl PromotionTarget<'_> {
-    /// Records a promotion into this stage, discoverable as a referrer of the image.
-    pub async fn record(
-        &self,
-        digest: &Digest,
-        subject: &Descriptor,
-        record: &PromotionRecord,
-    ) -> Result<(), EvidenceError> {
-        let (client, repository) = (self.client, self.repository);
-        let tag = format!(
-            "{}.p2p.promoted.{}",
-            digest.fallback_tag(),
-            record.time.format(TIME_FORMAT)
-        );
-        let annotations = serde_json::json!({
-            "org.opencontainers.image.created": record.time.to_rfc3339(),
-            "dev.promoter.promotion.from": record.from_stage,
-            "dev.promoter.promotion.to": record.to_stage,
-            "dev.promoter.promotion.identity": record.identity,
-        });
-        let artifact = Artifact {
-            tag: &tag,
-            artifact_type: PROMOTION_ARTIFACT_TYPE,
-            subject: Some(subject),
-            annotations,
-        };
-        let (manifest, outcome) = push_record(client, repository, artifact, record).await?;
-        if !outcome.registry_tracks_subject {
-            // Without the referrers API, standard tools find referrers in the fallback tag.
-            let mut listed = manifest.descriptor();
-            listed.artifact_type = Some(PROMOTION_ARTIFACT_TYPE.to_owned());
-            crate::registry::copy::update_fallback_tag(client, repository, digest, &[listed], None)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
 /// What distinguishes one record's manifest.
 struct Artifact<'a> {
-    tag: &'a str,
     artifact_type: &'a str,
     subject: Option<&'a Descriptor>,
     annotations: serde_json::Value,
 }
 
-/// The annotation that holds a record's JSON. Keeping the record in the manifest makes writing
-/// it one request and reading it one request; the layer is the OCI empty descriptor, as the image
-/// spec advises for artifacts without content.
-const RECORD_ANNOTATION: &str = "dev.promoter.record";
-
-/// Pushes a record's manifest under its tag (the config blob is already in place).
-async fn push_record<T: Serialize>(
-    client: &RegistryClient,
-    repository: &Repository,
+/// The manifest of a record. Deterministic: the same record gives the same bytes, so an index
+/// entry's digest can be computed without reading it back (to delete it).
+fn record_manifest<T: Serialize>(
+    what: &str,
     artifact: Artifact<'_>,
     record: &T,
-) -> Result<(RawManifest, PutManifestOutcome), EvidenceError> {
+) -> Result<RawManifest, EvidenceError> {
+    let encode_error = |cause: String| EvidenceError::Encode {
+        what: what.to_owned(),
+        cause,
+    };
     let Artifact {
-        tag,
         artifact_type,
         subject,
         mut annotations,
     } = artifact;
-    let encode_error = |cause: String| EvidenceError::Encode {
-        what: format!("{repository}:{tag}"),
-        cause,
-    };
     let body = serde_json::to_string(record).map_err(|e| encode_error(e.to_string()))?;
     annotations[RECORD_ANNOTATION] = serde_json::Value::String(body);
     let empty_digest = Digest::sha256_of(EMPTY_CONFIG);
@@ -416,29 +188,41 @@ async fn push_record<T: Serialize>(
         });
     }
     let bytes = serde_json::to_vec(&manifest).map_err(|e| encode_error(e.to_string()))?;
-    let manifest = RawManifest::new(Bytes::from(bytes), Some(OCI_MANIFEST.to_owned()))
-        .map_err(encode_error)?;
-    let outcome = client.put_manifest(repository, tag, &manifest).await?;
-    Ok((manifest, outcome))
+    RawManifest::new(Bytes::from(bytes), Some(OCI_MANIFEST.to_owned())).map_err(encode_error)
 }
 
-/// The empty config blob, mounted from `from` (the previous stage, which has it from its own
-/// records) in one request where the registry allows, else uploaded if absent.
+/// Pushes one manifest under several tags at once (its config blob is already in place).
+async fn put_tags(
+    client: &RegistryClient,
+    repository: &Repository,
+    manifest: &RawManifest,
+    tags: &[&str],
+) -> Result<Vec<PutManifestOutcome>, EvidenceError> {
+    let outcomes = futures::future::try_join_all(
+        tags.iter()
+            .map(|tag| client.put_manifest(repository, tag, manifest)),
+    )
+    .await?;
+    Ok(outcomes)
+}
+
+/// The records' config blob in `repository`: mounted from `from` (another repository on the same
+/// host that has it) in one request where the registry allows, else uploaded if absent.
 async fn put_empty_blob(
     client: &RegistryClient,
     repository: &Repository,
-    digest: &Digest,
     from: Option<&Repository>,
 ) -> Result<(), RegistryError> {
+    let digest = Digest::sha256_of(EMPTY_CONFIG);
     if let Some(from) =
         from.filter(|from| from.registry == repository.registry && *from != repository)
     {
-        match client.mount_blob(repository, digest, from).await {
+        match client.mount_blob(repository, &digest, from).await {
             Ok(MountOutcome::Mounted) => return Ok(()),
             Ok(MountOutcome::UploadAt(location)) => {
                 let body = reqwest::Body::from(Bytes::from_static(EMPTY_CONFIG));
                 return client
-                    .put_blob(&location, digest, EMPTY_CONFIG.len() as u64, body)
+                    .put_blob(&location, &digest, EMPTY_CONFIG.len() as u64, body)
                     .await;
             }
             Err(error) if error.is_transient() => return Err(error),
@@ -446,10 +230,11 @@ async fn put_empty_blob(
         }
     }
     client
-        .push_blob_bytes(repository, digest, Bytes::from_static(EMPTY_CONFIG))
+        .push_blob_bytes(repository, &digest, Bytes::from_static(EMPTY_CONFIG))
         .await
 }
 
+/// Reads a record back: `None` when the tag is absent or does not hold a promoter record.
 async fn read_record<T: for<'de> Deserialize<'de>>(
     client: &RegistryClient,
     repository: &Repository,
@@ -458,58 +243,36 @@ async fn read_record<T: for<'de> Deserialize<'de>>(
     let Some(manifest) = client.get_manifest(repository, tag).await? else {
         return Ok(None);
     };
+    Ok(record_of(&manifest))
+}
+
+/// The record a manifest carries, if it is a promoter record.
+fn record_of<T: for<'de> Deserialize<'de>>(manifest: &RawManifest) -> Option<T> {
     if !manifest
         .artifact_type
         .as_deref()
         .is_some_and(|t| t.starts_with(PROMOTER_ARTIFACT_TYPE_PREFIX))
     {
-        return Ok(None);
+        return None;
     }
-    let parsed: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap_or_default();
-    Ok(parsed["annotations"][RECORD_ANNOTATION]
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest.bytes).ok()?;
+    parsed["annotations"][RECORD_ANNOTATION]
         .as_str()
-        .and_then(|record| serde_json::from_str(record).ok()))
+        .and_then(|record| serde_json::from_str(record).ok())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_round_trip_and_fit_the_tag_grammar() {
-        let digest = Digest::sha256_of(b"image");
-        let time = DateTime::parse_from_rfc3339("2026-11-26T04:54:00Z")
-            .expect("time")
-            .with_timezone(&Utc);
-        for kind in SignalKind::ALL {
-            for subject in [Some(&digest), None] {
-                let tag = signal_tag(kind, subject, time, "//ci", "event-1");
-                assert!(
-                    crate::registry::Tag::try_from(tag.as_str()).is_ok(),
-                    "{tag} is not a valid tag"
-                );
-                let Some(RecordTag::Signal(parsed_digest, recorded)) = parse_tag(&tag) else {
-                    panic!("{tag} does not parse as a signal");
-                };
-                assert_eq!(parsed_digest.as_ref(), subject);
-                assert_eq!((recorded.kind, recorded.time), (kind, time));
-            }
-        }
-        assert_eq!(parse_tag("1.2.4"), None);
-        assert_eq!(parse_tag(&digest.fallback_tag().to_string()), None);
-        assert_eq!(parse_tag(&format!("{}.sig", digest.fallback_tag())), None);
-    }
-
-    #[test]
-    fn the_same_event_maps_to_the_same_tag() {
-        let time = Utc::now();
-        assert_eq!(
-            signal_tag(SignalKind::SoakComplete, None, time, "//a", "1"),
-            signal_tag(SignalKind::SoakComplete, None, time, "//a", "1")
-        );
-        assert_ne!(
-            signal_tag(SignalKind::SoakComplete, None, time, "//a", "1"),
-            signal_tag(SignalKind::SoakComplete, None, time, "//a", "2")
-        );
+/// Deletes index entries that are obsolete. Cleaning up never fails a decision: a registry that
+/// refuses deletes (distribution without `storage.delete.enabled`, an identity without
+/// `roles/artifactregistry.repoAdmin` on the state repository) only leaves the index longer,
+/// which is logged once per call.
+async fn delete_entries(client: &RegistryClient, repository: &Repository, digests: &[Digest]) {
+    let results = futures::future::join_all(
+        digests
+            .iter()
+            .map(|d| client.delete_manifest(repository, d)),
+    )
+    .await;
+    if let Some(error) = results.into_iter().find_map(Result::err) {
+        tracing::warn!(repository = %repository, %error, "could not delete obsolete index entries; the index stays larger until deletes are allowed");
     }
 }

@@ -1,18 +1,21 @@
-//! The one place where outcomes become answers: HTTP statuses for push and direct callers, ack or
-//! nack for pulled messages (DESIGN.md §5 "Routes").
+//! The one place where outcomes become answers: [`reply`] turns what a request or a pulled
+//! message came to into an HTTP status and body, and the same reply's status is the ack or nack
+//! of a pulled message (DESIGN.md §5 "Routes").
 //!
-//! Pub/Sub treats 102/200/201/202/204 as ack and anything else as nack-and-redeliver, so for a
-//! Pub/Sub delivery every *final* decision is 200 (a permanently bad message is acked: retrying it
-//! cannot help) and only transient failures are 503 with `Retry-After`. Direct callers get the
-//! HTTP meaning instead: 400 for malformed input, 422 for a rejection by the rules.
+//! Pub/Sub treats 102/200/201/202/204 as ack and anything else as nack-and-redeliver
+//! (<https://cloud.google.com/pubsub/docs/push#receive_push>), so for a Pub/Sub delivery every
+//! *final* decision is 200 (a permanently bad message is acked: retrying it cannot help) and only
+//! transient failures are 503 with `Retry-After`. Direct callers get the HTTP meaning instead:
+//! 400 for malformed input, 422 for a refusal by the rules, 502 when a registry or Pub/Sub
+//! refused promoter for good.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::events::{Delivery, EventsError};
-use crate::promote::{Decision, Outcome, PromoteError};
+use crate::events::Delivery;
+use crate::promote::{Answer, Decision, PromoteError};
 use crate::pull::Disposition;
 
 use super::Handled;
@@ -21,133 +24,148 @@ use super::Handled;
 /// is for direct callers and proxies).
 const RETRY_AFTER_SECONDS: u32 = 10;
 
-/// What handling one signal came to.
-pub enum Verdict {
-    /// Done, whatever the decision: never redeliver.
-    Final(Box<Outcome>),
-    /// A dependency failed; the same signal later can succeed.
-    Retry(String),
+/// The answer to one request or message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    /// The body is an RFC 9457 problem (`application/problem+json`).
+    problem: bool,
 }
 
-impl Verdict {
-    pub fn of(result: Result<Outcome, PromoteError>) -> Verdict {
-        match result {
-            Ok(outcome) => Verdict::Final(Box::new(outcome)),
-            Err(PromoteError::Rejected { outcome, .. }) => Verdict::Final(outcome),
-            Err(error) if error.is_transient() => Verdict::Retry(error.to_string()),
-            // A permanent failure of a dependency (a registry refusing our identity, a topic
-            // that does not exist) is final for this signal: it is logged and acked.
-            Err(error) => Verdict::Final(Box::new(Outcome::rejected(error.to_string()))),
+impl Reply {
+    /// Ack or nack by Pub/Sub's own rule for push statuses, so a pulled message is treated
+    /// exactly as the same message pushed.
+    pub fn disposition(&self) -> Disposition {
+        match self.status.as_u16() {
+            102 | 200 | 201 | 202 | 204 => Disposition::Ack,
+            _ => Disposition::Nack,
         }
+    }
+
+    pub fn into_response(self) -> Response {
+        if self.problem {
+            let mut response = (self.status, self.body.to_string()).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
+            if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            return response;
+        }
+        (self.status, Json(self.body)).into_response()
     }
 }
 
-/// The HTTP answer to a request.
-pub fn respond(handled: Handled) -> Response {
+/// What a request or message came to, as a status and a body.
+pub fn reply(handled: &Handled) -> Reply {
     match handled {
-        Handled::Malformed { error, announced } => malformed(&error, announced),
-        Handled::Ignored { reason } => (
-            StatusCode::OK,
-            Json(json!({"decision": "ignored", "reason": reason})),
-        )
-            .into_response(),
-        Handled::Decided { delivery, verdicts } => decided(&delivery, verdicts),
-    }
-}
-
-/// Ack or nack for a pulled message: the same rule as the push status.
-pub fn disposition(handled: &Handled) -> Disposition {
-    let retry = match handled {
-        Handled::Malformed { announced, .. } => announced.as_ref().is_err_and(|e| e.is_transient()),
-        Handled::Ignored { .. } => false,
-        Handled::Decided { verdicts, .. } => {
-            verdicts.iter().any(|v| matches!(v, Verdict::Retry(_)))
+        Handled::Malformed { error, announced } => {
+            if !error.came_through_pubsub() {
+                return problem_reply(
+                    StatusCode::BAD_REQUEST,
+                    "malformed event",
+                    &error.to_string(),
+                );
+            }
+            match announced {
+                // Not even announced: acking it would lose it without a trace.
+                Err(e) if e.is_transient() => unavailable(&e.to_string()),
+                _ => ok(json!({"decision": "rejected", "reason": error.to_string()})),
+            }
         }
-    };
-    if retry {
-        Disposition::Nack
-    } else {
-        Disposition::Ack
+        Handled::Ignored { reason } => ok(json!({"decision": "ignored", "reason": reason})),
+        Handled::Decided { delivery, results } => decided(delivery, results),
     }
 }
 
-/// The answer to a request whose signals were handled.
-fn decided(delivery: &Delivery, verdicts: Vec<Verdict>) -> Response {
-    if let Some(reason) = verdicts.iter().find_map(|v| match v {
-        Verdict::Retry(reason) => Some(reason.clone()),
-        Verdict::Final(_) => None,
-    }) {
-        return unavailable(&reason);
+fn decided(delivery: &Delivery, results: &[Result<Answer, PromoteError>]) -> Reply {
+    if let Some(error) = results
+        .iter()
+        .find_map(|r| r.as_ref().err().filter(|e| e.is_transient()))
+    {
+        return unavailable(&error.to_string());
     }
-    let mut outcomes: Vec<Outcome> = verdicts
-        .into_iter()
-        .filter_map(|v| match v {
-            Verdict::Final(outcome) => Some(*outcome),
-            Verdict::Retry(_) => None,
+    let failed_for_good = results.iter().any(Result::is_err);
+    let answers: Vec<Answer> = results
+        .iter()
+        .map(|result| match result {
+            Ok(answer) => answer.clone(),
+            // A registry or Pub/Sub refusing promoter for good (an identity without access, a
+            // topic that does not exist) is final for this signal: it is logged and announced.
+            Err(error) => Answer::rejected(error.to_string()),
         })
         .collect();
-    let rejected = outcomes.iter().all(|o| o.decision == Decision::Rejected);
-    let status = if rejected && !delivery.is_pubsub() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
+    let all_rejected = answers.iter().all(Answer::is_rejected);
+    let status = match delivery {
+        Delivery::PubSub { .. } => StatusCode::OK,
+        Delivery::Direct if all_rejected && failed_for_good => StatusCode::BAD_GATEWAY,
+        Delivery::Direct if all_rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        Delivery::Direct => StatusCode::OK,
     };
-    let body = if outcomes.len() == 1 {
-        serde_json::to_value(outcomes.remove(0))
-    } else {
-        let first = outcomes
-            .iter()
-            .min_by_key(|o| o.decision.rank())
-            .map(|o| (o.decision, o.reason.clone()));
-        let (decision, reason) = first.unwrap_or((Decision::Ignored, "no signals".into()));
-        Ok(json!({"decision": decision, "reason": reason, "results": outcomes}))
+    let body = match answers.as_slice() {
+        [one] => serde_json::to_value(one),
+        _ => {
+            let headline = answers.iter().min_by_key(|a| rank(a.decision));
+            let (decision, reason) = headline
+                .map(|a| (a.decision, a.reason.clone()))
+                .unwrap_or((Decision::Ignored, "no signals".into()));
+            serde_json::to_value(&answers)
+                .map(|all| json!({"decision": decision, "reason": reason, "results": all}))
+        }
     };
     match body {
-        Ok(body) => (status, Json(body)).into_response(),
+        Ok(body) => Reply {
+            status,
+            body,
+            problem: false,
+        },
         Err(error) => unavailable(&format!("cannot encode the answer: {error}")),
     }
 }
 
-/// The answer to a request that could not be read. `announced` is the result of announcing it as
-/// `promotion-rejected`: if that failed transiently, the message is nacked so it is not lost.
-fn malformed(error: &EventsError, announced: Result<(), PromoteError>) -> Response {
-    if error.came_through_pubsub() {
-        return match announced {
-            Err(e) if e.is_transient() => unavailable(&e.to_string()),
-            _ => (
-                StatusCode::OK,
-                Json(json!({"decision": "rejected", "reason": error.to_string()})),
-            )
-                .into_response(),
-        };
+/// Which decision speaks for a request that carried several signals (lowest first).
+fn rank(decision: Decision) -> u8 {
+    match decision {
+        Decision::Promoted => 0,
+        Decision::AlreadyPromoted => 1,
+        Decision::Reconciled => 2,
+        Decision::Pending => 3,
+        Decision::Recorded => 4,
+        Decision::Rejected => 5,
+        Decision::Ignored => 6,
     }
-    problem(
-        StatusCode::BAD_REQUEST,
-        "malformed event",
-        &error.to_string(),
+}
+
+fn ok(body: Value) -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        body,
+        problem: false,
+    }
+}
+
+fn problem_reply(status: StatusCode, title: &str, detail: &str) -> Reply {
+    Reply {
+        status,
+        body: json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail}),
+        problem: true,
+    }
+}
+
+fn unavailable(reason: &str) -> Reply {
+    problem_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily unavailable, retry",
+        reason,
     )
 }
 
 /// A refusal before any reading: push authentication, body too large.
 pub fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
-    let body =
-        json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail});
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
-}
-
-fn unavailable(reason: &str) -> Response {
-    let mut response = problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily unavailable, retry",
-        reason,
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-    response
+    problem_reply(status, title, detail).into_response()
 }

@@ -18,8 +18,7 @@ use axum::routing::{get, post};
 use tracing::Instrument as _;
 
 use crate::events::{self, Delivery, EventsError, Parsed, RawSignal};
-use crate::promote::{PromoteError, Service};
-use ack::Verdict;
+use crate::promote::{Answer, PromoteError, Service};
 use push_auth::PushAuth;
 
 /// Request bodies over this are refused with 413 (DESIGN.md §5).
@@ -77,14 +76,14 @@ async fn receive(
             return ack::problem(error.status(), "push authentication failed", &error.to_string());
         }
         let handled = handle(&state.service, events::parse(&headers, &body)).await;
-        ack::respond(handled)
+        ack::reply(&handled).into_response()
     }
     .instrument(span)
     .await
 }
 
 /// What a request (or a pulled message) came to, before it is answered: the one handling both
-/// transports share; `ack` turns it into a status or an ack.
+/// transports share; [`ack::reply`] turns it into a status or an ack.
 pub enum Handled {
     /// Unreadable; `announced` is the result of publishing it as `promotion-rejected`.
     Malformed {
@@ -93,10 +92,10 @@ pub enum Handled {
     },
     /// Not for promoter.
     Ignored { reason: String },
-    /// Each signal decided.
+    /// Each signal decided, or failed.
     Decided {
         delivery: Delivery,
-        verdicts: Vec<Verdict>,
+        results: Vec<Result<Answer, PromoteError>>,
     },
 }
 
@@ -113,41 +112,80 @@ pub async fn handle(service: &Service, parsed: Result<Parsed, EventsError>) -> H
             Handled::Ignored { reason }
         }
         Ok(Parsed::Signals(inbound)) => {
-            let mut verdicts = Vec::with_capacity(inbound.signals.len());
+            let mut results = Vec::with_capacity(inbound.signals.len());
             for signal in &inbound.signals {
-                verdicts.push(handle_logged(service, signal).await);
+                results.push(handle_logged(service, signal).await);
             }
             Handled::Decided {
                 delivery: inbound.delivery,
-                verdicts,
+                results,
+            }
+        }
+        Ok(Parsed::Reconcile {
+            delivery,
+            reconcile,
+        }) => {
+            let result = service.reconcile(&reconcile).await;
+            log_decision(&reconcile.event_id, &reconcile.event_type, "", &result);
+            Handled::Decided {
+                delivery,
+                results: vec![result],
             }
         }
     }
 }
 
-/// Hands one signal to the orchestrator and logs the decision (one line per decision).
-async fn handle_logged(service: &Service, signal: &RawSignal) -> Verdict {
-    let verdict = Verdict::of(service.handle(signal).await);
-    match &verdict {
-        Verdict::Final(outcome) => tracing::info!(
-            event_id = signal.event_id,
-            event_type = signal.event_type,
-            image = outcome.image.as_deref().unwrap_or(&signal.image),
-            digest = outcome.digest.as_deref().unwrap_or_default(),
-            from_stage = outcome.from_stage.as_deref().unwrap_or_default(),
-            to_stage = outcome.to_stage.as_deref().unwrap_or_default(),
-            decision = outcome.decision.as_str(),
-            reason = outcome.reason,
+/// Hands one signal to the orchestrator and logs the decision (one line per decision). A
+/// signal that failed for good is announced as `promotion-rejected` before it is acked.
+async fn handle_logged(service: &Service, signal: &RawSignal) -> Result<Answer, PromoteError> {
+    let mut result = service.handle(signal).await;
+    if let Err(error) = &result
+        && !error.is_transient()
+        && let Err(announcing) = service.reject_failed(signal, error).await
+        && announcing.is_transient()
+    {
+        // Acking it now would lose it without a trace: let it come back.
+        result = Err(announcing);
+    }
+    log_decision(&signal.event_id, &signal.event_type, &signal.image, &result);
+    result
+}
+
+fn log_decision(
+    event_id: &str,
+    event_type: &str,
+    image: &str,
+    result: &Result<Answer, PromoteError>,
+) {
+    match result {
+        Ok(answer) => tracing::info!(
+            event_id,
+            event_type,
+            image = answer.image.as_deref().unwrap_or(image),
+            digest = answer.digest.as_deref().unwrap_or_default(),
+            from_stage = answer.from_stage.as_deref().unwrap_or_default(),
+            to_stage = answer.to_stage.as_deref().unwrap_or_default(),
+            decision = answer.decision.as_str(),
+            reason = answer.reason,
+            skipped = answer.skipped.len(),
+            superseded = answer.superseded.len(),
             "decision"
         ),
-        Verdict::Retry(reason) => tracing::warn!(
-            event_id = signal.event_id,
-            event_type = signal.event_type,
-            image = signal.image,
+        Err(error) if error.is_transient() => tracing::warn!(
+            event_id,
+            event_type,
+            image,
             decision = "retry",
-            reason,
+            reason = %error,
             "transient failure; the signal will be redelivered"
         ),
+        Err(error) => tracing::warn!(
+            event_id,
+            event_type,
+            image,
+            decision = "rejected",
+            reason = %error,
+            "decision"
+        ),
     }
-    verdict
 }

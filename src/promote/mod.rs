@@ -1,9 +1,10 @@
 //! The one orchestrator that the command line and the service both call.
 //!
 //! [`copy`] runs one copy job with the identities resolved for it. [`Service`] takes a signal,
-//! finds its stage with the pipeline (`rules`), records it next to the image (`evidence`),
-//! evaluates the gates of the promotions it may open, copies, records the promotion, and
-//! announces the outcome (`publish`).
+//! finds its stage with the pipeline (`rules`), records it (`evidence`), plans what its gates
+//! allow without writing (`plan`), and executes the plan: copies, records the promotion and
+//! announces the outcome (`execute`, `publish`). Outcomes are values (`outcome`); only failures
+//! that a retry may mend are errors.
 
 use std::sync::Arc;
 
@@ -49,8 +50,11 @@ pub async fn copy(
     copier.copy(&job.source, &job.destination).await
 }
 
+mod execute;
+pub(crate) mod job;
 mod outcome;
+pub(crate) mod plan;
 mod service;
 
-pub use outcome::{Decision, Outcome, PromoteError};
-pub use service::Service;
+pub use outcome::{Answer, CandidateOutcome, Decision, Fate, Listed, PromoteError};
+pub use service::{Clock, Service};

@@ -1,5 +1,6 @@
-//! What the service answers: a decision per signal, or an error that knows whether a retry can
-//! help (DESIGN.md §5 "Routes").
+//! What the service answers (DESIGN.md §5 "Routes", §7): outcomes are values — what became of
+//! each candidate digest, and what the signal as a whole came to — and errors are failures that
+//! know whether a retry can help. `http::ack` turns both into a status, an ack or a nack.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -18,21 +19,10 @@ pub enum Decision {
     Recorded,
     Rejected,
     Ignored,
+    Reconciled,
 }
 
 impl Decision {
-    /// Which decision speaks for a request that carried several signals (lowest first).
-    pub fn rank(self) -> u8 {
-        match self {
-            Decision::Promoted => 0,
-            Decision::AlreadyPromoted => 1,
-            Decision::Pending => 2,
-            Decision::Recorded => 3,
-            Decision::Rejected => 4,
-            Decision::Ignored => 5,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Promoted => "promoted",
@@ -41,13 +31,95 @@ impl Decision {
             Decision::Recorded => "recorded",
             Decision::Rejected => "rejected",
             Decision::Ignored => "ignored",
+            Decision::Reconciled => "reconciled",
         }
     }
 }
 
-/// The answer to one signal.
-#[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
+/// What became of one candidate digest for one promotion.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fate {
+    /// Copied, recorded and announced.
+    Promoted { image: String, copy: CopyReport },
+    /// The destination already held it with its promotion record; announced again under the
+    /// same id.
+    AlreadyPromoted { image: String, copy: CopyReport },
+    /// Its gate waits.
+    Pending {
+        missing: Vec<String>,
+        not_before: Option<DateTime<Utc>>,
+        reason: String,
+    },
+    /// A digest of the image that entered the from-stage later moved instead.
+    Superseded { by: String, reason: String },
+    /// It can never move.
+    Skipped { reason: String },
+}
+
+impl Fate {
+    /// Which fate speaks for a signal that decided several (lowest first); `None` for fates that
+    /// only ever appear in the `skipped` and `superseded` lists.
+    fn rank(&self) -> Option<u8> {
+        match self {
+            Fate::Promoted { .. } => Some(0),
+            Fate::AlreadyPromoted { .. } => Some(1),
+            Fate::Pending { .. } => Some(2),
+            Fate::Superseded { .. } | Fate::Skipped { .. } => None,
+        }
+    }
+
+    /// Final: nothing later can change it, so the digest stops waiting.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Fate::Pending { .. })
+    }
+
+    pub fn reason(&self) -> String {
+        match self {
+            Fate::Promoted { image, copy } => format!("promoted {} to {image}", copy.source),
+            Fate::AlreadyPromoted { image, copy } => {
+                format!("{image} already holds {}", copy.digest)
+            }
+            Fate::Pending { reason, .. }
+            | Fate::Superseded { reason, .. }
+            | Fate::Skipped { reason } => reason.clone(),
+        }
+    }
+}
+
+/// One candidate's fate, with what names it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CandidateOutcome {
+    pub digest: String,
+    pub tag: Option<String>,
+    pub from_stage: String,
+    pub to_stage: String,
+    pub fate: Fate,
+}
+
+/// An entry of the `skipped` and `superseded` lists of an answer.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Listed {
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub to_stage: String,
+    pub reason: String,
+}
+
+/// One candidate as it appears in `candidates` when a signal decided more than one.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub to_stage: String,
+    pub decision: &'static str,
+    pub reason: String,
+}
+
+/// What a signal came to: the response body of DESIGN.md §5, and the decision log line.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Answer {
     pub decision: Decision,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,16 +138,25 @@ pub struct Outcome {
     pub not_before: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyReport>,
+    /// `reconcile` only: the references promoted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<Vec<String>>,
+    /// `reconcile` only: how many digests still wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Listed>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<Listed>,
+    /// Every candidate, when the signal decided more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Summary>,
 }
 
-impl Outcome {
-    /// A rejection with nothing known but the reason.
-    pub fn rejected(reason: impl Into<String>) -> Self {
-        Outcome::new(Decision::Rejected, reason)
-    }
-
-    pub(crate) fn new(decision: Decision, reason: impl Into<String>) -> Self {
-        Outcome {
+impl Answer {
+    /// An answer with nothing known but the decision and the reason.
+    pub fn new(decision: Decision, reason: impl Into<String>) -> Answer {
+        Answer {
             decision,
             reason: reason.into(),
             event_id: None,
@@ -86,27 +167,128 @@ impl Outcome {
             missing: Vec::new(),
             not_before: None,
             copy: None,
+            promoted: None,
+            waiting: None,
+            skipped: Vec::new(),
+            superseded: Vec::new(),
+            candidates: Vec::new(),
         }
+    }
+
+    /// The signal was refused: bad input, or the rules refuse its digest for good.
+    pub fn rejected(reason: impl Into<String>) -> Answer {
+        Answer::new(Decision::Rejected, reason)
+    }
+
+    pub fn is_rejected(&self) -> bool {
+        self.decision == Decision::Rejected
+    }
+
+    /// The answer for a signal that decided `outcomes`. The headline is the best fate: promoted,
+    /// then already promoted, then pending. Fates that cannot move are listed under `skipped`
+    /// and `superseded`. With no headline, the answer is `nothing`: `recorded` with its reason,
+    /// or `rejected` for a digest signal whose own digest can never move.
+    pub fn decided(mut self, outcomes: &[CandidateOutcome], nothing: Answer) -> Answer {
+        for outcome in outcomes {
+            let listed = || Listed {
+                digest: outcome.digest.clone(),
+                tag: outcome.tag.clone(),
+                to_stage: outcome.to_stage.clone(),
+                reason: outcome.fate.reason(),
+            };
+            match &outcome.fate {
+                Fate::Skipped { .. } => self.skipped.push(listed()),
+                Fate::Superseded { .. } => self.superseded.push(listed()),
+                _ => {}
+            }
+        }
+        if outcomes.len() > 1 {
+            self.candidates = outcomes
+                .iter()
+                .map(|o| Summary {
+                    digest: o.digest.clone(),
+                    tag: o.tag.clone(),
+                    to_stage: o.to_stage.clone(),
+                    decision: match &o.fate {
+                        Fate::Promoted { .. } => "promoted",
+                        Fate::AlreadyPromoted { .. } => "already-promoted",
+                        Fate::Pending { .. } => "pending",
+                        Fate::Superseded { .. } => "superseded",
+                        Fate::Skipped { .. } => "skipped",
+                    },
+                    reason: o.fate.reason(),
+                })
+                .collect();
+        }
+        let headline = outcomes
+            .iter()
+            .filter_map(|o| o.fate.rank().map(|rank| (rank, o)))
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, o)| o);
+        let Some(headline) = headline else {
+            return Answer {
+                decision: nothing.decision,
+                reason: nothing.reason,
+                skipped: self.skipped,
+                superseded: self.superseded,
+                candidates: self.candidates,
+                digest: self.digest.or(nothing.digest),
+                to_stage: outcomes
+                    .first()
+                    .map(|o| o.to_stage.clone())
+                    .or(self.to_stage),
+                ..self
+            };
+        };
+        self.reason = headline.fate.reason();
+        self.digest = Some(headline.digest.clone());
+        self.from_stage = Some(headline.from_stage.clone());
+        self.to_stage = Some(headline.to_stage.clone());
+        match &headline.fate {
+            Fate::Promoted { image, copy } => {
+                self.decision = Decision::Promoted;
+                self.image = Some(image.clone());
+                self.copy = Some(copy.clone());
+            }
+            Fate::AlreadyPromoted { image, copy } => {
+                self.decision = Decision::AlreadyPromoted;
+                self.image = Some(image.clone());
+                self.copy = Some(copy.clone());
+            }
+            Fate::Pending {
+                missing,
+                not_before,
+                ..
+            } => {
+                self.decision = Decision::Pending;
+                self.missing = missing.clone();
+                self.not_before = *not_before;
+            }
+            Fate::Superseded { .. } | Fate::Skipped { .. } => {}
+        }
+        self
     }
 }
 
-/// Why a signal could not be handled. Each variant says whether a retry can help; exactly one
-/// place (`http::ack`) turns that into a status code or an ack.
+/// Why a signal could not be decided now. Each variant says whether a retry can help; exactly
+/// one place (`http::ack`) turns that into a status code or an ack.
 #[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
-    /// The signal is wrong or the rules refuse it; retrying the same signal cannot help.
-    #[error("{reason}")]
-    Rejected {
-        reason: String,
-        outcome: Box<Outcome>,
-    },
     /// A registry failed.
     #[error("{0}")]
     Registry(#[from] RegistryError),
     /// Recording or reading evidence failed.
     #[error("{0}")]
     Evidence(#[from] EvidenceError),
-    /// Publishing the outcome failed.
+    /// The `promoted` event of a digest already copied and recorded could not be published.
+    /// Always retried: the redelivery finds the copy in place and publishes the same event id.
+    #[error("{image} was promoted, but announcing it on {topic} failed: {source}")]
+    Announce {
+        image: String,
+        topic: String,
+        source: PublishError,
+    },
+    /// Publishing a `promotion-rejected` failed.
     #[error("publishing to {topic}: {source}")]
     Publish { topic: String, source: PublishError },
 }
@@ -114,31 +296,10 @@ pub enum PromoteError {
 impl PromoteError {
     pub fn is_transient(&self) -> bool {
         match self {
-            PromoteError::Rejected { .. } => false,
             PromoteError::Registry(e) => e.is_transient(),
             PromoteError::Evidence(e) => e.is_transient(),
+            PromoteError::Announce { .. } => true,
             PromoteError::Publish { source, .. } => source.is_transient(),
         }
     }
-
-    pub(crate) fn rejected(reason: impl Into<String>, outcome: Outcome) -> Self {
-        let reason = reason.into();
-        PromoteError::Rejected {
-            outcome: Box::new(Outcome {
-                decision: Decision::Rejected,
-                reason: reason.clone(),
-                ..outcome
-            }),
-            reason,
-        }
-    }
-}
-
-/// Of several outcomes (one signal, several promotions or digests), the one to answer with.
-pub(crate) fn most_significant(mut outcomes: Vec<Outcome>) -> Outcome {
-    outcomes.sort_by_key(|o| o.decision.rank());
-    outcomes
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| Outcome::new(Decision::Recorded, "nothing to decide"))
 }

@@ -1,24 +1,31 @@
-//! The service: a signal in, a decision out (DESIGN.md §5). Locates the signal in the pipeline,
-//! records it next to the image, evaluates the gates of the promotions it may open from the
-//! records, copies, records the promotion and announces the outcome.
+//! The service: a signal in, an answer out (DESIGN.md §5, §7). For each signal it locates the
+//! image in the pipeline, records the signal, plans (reads and judges, writing nothing) and
+//! executes the plan with the job's clients.
+//!
+//! - A digest signal (`test-passed`, `soak-complete`, `test-failed`) decides its own digest.
+//! - An image signal (`alert-clear`) decides every digest of the image waiting in its stage.
+//! - `reconcile` decides every digest waiting (for an alert or for time), image by image.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::outcome::{Decision, Outcome, PromoteError, most_significant};
-use super::{CopyJob, copy};
-use crate::events::{Delivery, EventsError, RawSignal, SignalKind};
-use crate::evidence::{self, EvidenceError, PromotionRecord, SignalRecord, StageRecords};
-use crate::publish::{self, EventPublisher, EvidenceRecord, PublishError, TriggerRecord};
-use crate::registry::auth::IdentityChoice;
-use crate::registry::copy::Progress;
-use crate::registry::manifest::Descriptor;
-use crate::registry::{
-    CopyOptions, Digest, ImageRef, RegistryClient, RegistryError, Repository, Tag, Transport,
+use super::job::{Access, Job};
+use super::outcome::{Answer, CandidateOutcome, Decision, Fate, PromoteError};
+use super::plan::{Known, Place};
+use crate::events::{Delivery, EventsError, RawSignal, Reconcile, SignalKind};
+use crate::evidence::{
+    self, AlertLog, DigestRecords, SignalRecord, StateRepository, WaitingEntry, WaitingIndex,
 };
-use crate::rules::{self, Gate, Located, Pipeline, Promotion, RulesError};
+use crate::publish::{self, EventPublisher, PublishError, TriggerRecord};
+use crate::registry::auth::IdentityChoice;
+use crate::registry::manifest::Descriptor;
+use crate::registry::{Digest, RegistryClient, Repository, Tag, Transport};
+use crate::rules::{Located, Pipeline, Promotion, StageName};
+
+/// Reads the time: `Utc::now` in production; tests may hold it still or move it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Everything the service needs, built once at start-up.
 pub struct Service {
@@ -31,19 +38,26 @@ pub struct Service {
     pub publisher: Option<EventPublisher>,
     /// `//promoter/{K_SERVICE or hostname}`.
     pub event_source: String,
-    /// One promotion of a digest into a repository at a time in this process: concurrent
-    /// duplicate deliveries wait and then find it already promoted.
-    in_flight: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where promoter keeps its indexes.
+    pub state: StateRepository,
+    clock: Clock,
+    /// One job at a time per destination repository in this process: duplicate deliveries wait
+    /// for the first and find its promotion, and two versions of one image are never judged
+    /// against each other half-done.
+    locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Events this instance already saw through to a promotion (copied and announced). Pub/Sub
     /// delivers at least once, often to the same instance; a redelivery is answered from here
     /// without touching the registry. Another instance, or this one after a restart, takes the
     /// full path, which is idempotent.
-    done: std::sync::Mutex<HashMap<String, Outcome>>,
+    done: std::sync::Mutex<HashMap<String, Answer>>,
 }
 
 /// How many finished events an instance remembers before it forgets them all (a redelivery after
 /// that takes the full, idempotent path).
 const REMEMBERED_EVENTS: usize = 10_000;
+
+/// How many images a `reconcile` decides at once.
+const RECONCILE_CONCURRENCY: usize = 8;
 
 impl Service {
     pub fn new(
@@ -52,75 +66,105 @@ impl Service {
         identity: IdentityChoice,
         publisher: Option<EventPublisher>,
         event_source: String,
+        state: StateRepository,
     ) -> Self {
         Service {
             pipeline,
             transport,
             identity,
             identity_name: tokio::sync::OnceCell::new(),
-            done: std::sync::Mutex::default(),
             publisher,
             event_source,
-            in_flight: tokio::sync::Mutex::default(),
+            state,
+            clock: Arc::new(Utc::now),
+            locks: tokio::sync::Mutex::default(),
+            done: std::sync::Mutex::default(),
         }
     }
 
-    /// Handles one signal. Final failures are announced as `promotion-rejected`.
-    pub async fn handle(&self, signal: &RawSignal) -> Result<Outcome, PromoteError> {
+    /// The same service reading time from `clock`.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Service { clock, ..self }
+    }
+
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Handles one signal. A signal refused for good is announced as `promotion-rejected`.
+    pub async fn handle(&self, signal: &RawSignal) -> Result<Answer, PromoteError> {
         let key = format!(
             "{}\0{}\0{}\0{}",
             signal.event_source, signal.event_id, signal.kind, signal.image
         );
-        if let Some(mut outcome) = self
+        if let Some(mut answer) = self
             .done
             .lock()
             .ok()
             .and_then(|done| done.get(&key).cloned())
         {
-            outcome.decision = Decision::AlreadyPromoted;
-            outcome.reason = format!(
+            answer.decision = Decision::AlreadyPromoted;
+            answer.reason = format!(
                 "event {} was already handled: {}",
-                signal.event_id, outcome.reason
+                signal.event_id, answer.reason
             );
-            return Ok(outcome);
+            return Ok(answer);
         }
-        let result = self.decide(signal).await;
-        if let Ok(outcome) = &result
-            && matches!(
-                outcome.decision,
-                Decision::Promoted | Decision::AlreadyPromoted
-            )
-            && let Ok(mut done) = self.done.lock()
+        let mut answer = match self.pipeline.locate(&signal.image, signal.stage.as_deref()) {
+            Err(error) => Answer::rejected(error.to_string()),
+            Ok(located) if is_image_signal(signal.kind) => {
+                self.handle_image_signal(signal, &located).await?
+            }
+            Ok(located) => self.handle_digest_signal(signal, &located).await?,
+        };
+        answer.event_id = Some(signal.event_id.clone());
+        if answer.image.is_none() {
+            answer.image = Some(signal.image.clone());
+        }
+        if matches!(
+            answer.decision,
+            Decision::Promoted | Decision::AlreadyPromoted
+        ) && let Ok(mut done) = self.done.lock()
         {
             if done.len() >= REMEMBERED_EVENTS {
                 done.clear();
             }
-            done.insert(key, outcome.clone());
+            done.insert(key, answer.clone());
         }
-        if let Err(error) = &result
-            && !error.is_transient()
-        {
-            let outcome = match error {
-                PromoteError::Rejected { outcome, .. } => Some(outcome),
-                _ => None,
-            };
+        if answer.is_rejected() {
             let announcement = publish::Rejected {
                 image: Some(signal.image.clone()),
-                digest: outcome
-                    .and_then(|o| o.digest.clone())
-                    .or_else(|| signal.digest.clone()),
-                from_stage: outcome.and_then(|o| o.from_stage.clone()),
-                to_stage: outcome.and_then(|o| o.to_stage.clone()),
+                digest: answer.digest.clone().or_else(|| signal.digest.clone()),
+                from_stage: answer.from_stage.clone(),
+                to_stage: answer.to_stage.clone(),
                 trigger: trigger_of(signal),
-                reason: error.to_string(),
+                reason: answer.reason.clone(),
             };
             self.announce_rejection(&announcement).await?;
         }
-        result
+        Ok(answer)
+    }
+
+    /// Announces a signal that failed for good (a permanent error of a registry or of
+    /// Pub/Sub), so that it does not vanish when its delivery is acked.
+    pub async fn reject_failed(
+        &self,
+        signal: &RawSignal,
+        error: &PromoteError,
+    ) -> Result<(), PromoteError> {
+        let announcement = publish::Rejected {
+            image: Some(signal.image.clone()),
+            digest: signal.digest.clone(),
+            from_stage: None,
+            to_stage: None,
+            trigger: trigger_of(signal),
+            reason: error.to_string(),
+        };
+        self.announce_rejection(&announcement).await
     }
 
     /// The service account on Cloud Run (from the metadata server), else the host's name.
-    async fn identity_name(&self) -> String {
+    pub(super) async fn identity_name(&self) -> String {
         self.identity_name
             .get_or_init(|| async {
                 match metadata_service_account().await {
@@ -167,23 +211,16 @@ impl Service {
         &self,
         announcement: &publish::Rejected,
     ) -> Result<(), PromoteError> {
-        self.announce(|source, now| announcement.to_event(source, now))
-            .await
-    }
-
-    /// Publishes an outbound event, when an events topic is configured.
-    async fn announce(
-        &self,
-        event: impl FnOnce(&str, DateTime<Utc>) -> Result<publish::OutboundEvent, PublishError>,
-    ) -> Result<(), PromoteError> {
         let Some(publisher) = &self.publisher else {
             return Ok(());
         };
-        let publish_error = |source| PromoteError::Publish {
+        let publish_error = |source: PublishError| PromoteError::Publish {
             topic: publisher.topic().to_owned(),
             source,
         };
-        let event = event(&self.event_source, Utc::now()).map_err(publish_error)?;
+        let event = announcement
+            .to_event(&self.event_source, Utc::now())
+            .map_err(publish_error)?;
         publisher
             .publish_event(&event)
             .await
@@ -191,502 +228,588 @@ impl Service {
             .map_err(publish_error)
     }
 
-    async fn decide(&self, signal: &RawSignal) -> Result<Outcome, PromoteError> {
-        let mut base = Outcome::new(Decision::Recorded, "");
-        base.event_id = Some(signal.event_id.clone());
-        base.image = Some(signal.image.clone());
-        let located = self
-            .pipeline
-            .locate(&signal.image, signal.stage.as_deref())
-            .map_err(|e: RulesError| PromoteError::rejected(e.to_string(), base.clone()))?;
-        base.from_stage = Some(located.stage.to_string());
-        match signal.kind {
-            SignalKind::AlertFiring | SignalKind::AlertClear => {
-                self.decide_alert(signal, &located, base).await
-            }
-            _ => self.decide_digest_signal(signal, &located, base).await,
-        }
+    /// The repository of `image_name` in the destination of `promotion`.
+    pub(super) fn destination_repository(
+        &self,
+        promotion: &Promotion,
+        image_name: &str,
+    ) -> Result<Repository, PromoteError> {
+        stage_repository(&self.pipeline, promotion.to(), image_name)
     }
 
-    /// A registry client for one job on `repository`, with the service's identity.
-    async fn client(
+    /// Whether a digest arriving in `stage` waits in the waiting index: some promotion out of it
+    /// can be opened by an alert clearing or by time.
+    pub(super) fn waits_in(&self, stage: &StageName) -> bool {
+        self.pipeline
+            .promotions_from(stage.as_str())
+            .any(Promotion::opens_without_digest_signal)
+    }
+
+    /// Every repository a job on `place` for `promotions` touches, with how.
+    fn job_repositories(
         &self,
-        repository: &Repository,
-        actions: &str,
-    ) -> Result<RegistryClient, RegistryError> {
-        self.transport
-            .job_client(&self.identity, repository, actions, None)
-            .await
+        place: &Place,
+        promotions: &[&Promotion],
+    ) -> Result<Vec<(Repository, Access)>, PromoteError> {
+        let mut repositories = vec![
+            (place.repository.clone(), Access::Write),
+            (
+                self.state.alerts(&place.stage, &place.image_name)?,
+                Access::Own,
+            ),
+            (self.state.waiting()?, Access::Own),
+        ];
+        for promotion in promotions {
+            repositories.push((
+                self.destination_repository(promotion, &place.image_name)?,
+                Access::Write,
+            ));
+            repositories.push((
+                self.state.promoted(promotion.to(), &place.image_name)?,
+                Access::Own,
+            ));
+        }
+        Ok(repositories)
+    }
+
+    pub(crate) async fn job(
+        &self,
+        place: &Place,
+        promotions: &[&Promotion],
+    ) -> Result<Job, PromoteError> {
+        let repositories = self.job_repositories(place, promotions)?;
+        Ok(Job::new(&self.transport, &self.identity, &repositories).await?)
+    }
+
+    /// Holds this process's lock on every destination of `promotions` for the image.
+    async fn lock(
+        &self,
+        place: &Place,
+        promotions: &[&Promotion],
+    ) -> Result<Vec<tokio::sync::OwnedMutexGuard<()>>, PromoteError> {
+        let mut keys: Vec<String> = promotions
+            .iter()
+            .map(|p| {
+                self.destination_repository(p, &place.image_name)
+                    .map(|r| r.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        keys.sort();
+        keys.dedup();
+        let locks: Vec<Arc<tokio::sync::Mutex<()>>> = {
+            let mut map = self.locks.lock().await;
+            // Forget the locks nobody holds: the map stays as small as what is in flight.
+            map.retain(|_, lock| Arc::strong_count(lock) > 1);
+            keys.iter()
+                .map(|key| map.entry(key.clone()).or_default().clone())
+                .collect()
+        };
+        let mut guards = Vec::with_capacity(locks.len());
+        // In sorted order, so two jobs needing the same locks never wait for each other.
+        for lock in locks {
+            guards.push(lock.lock_owned().await);
+        }
+        Ok(guards)
     }
 
     /// test-passed, test-failed, soak-complete: about one digest in one stage.
-    async fn decide_digest_signal(
+    async fn handle_digest_signal(
         &self,
         signal: &RawSignal,
         located: &Located,
-        mut base: Outcome,
-    ) -> Result<Outcome, PromoteError> {
-        let given_digest = match &signal.digest {
-            Some(text) => Some(Digest::try_from(text.as_str()).map_err(|e| {
-                PromoteError::rejected(format!("event {}: {e}", signal.event_id), base.clone())
-            })?),
+    ) -> Result<Answer, PromoteError> {
+        let mut base = Answer::new(Decision::Recorded, "");
+        base.from_stage = Some(located.stage.to_string());
+        let given = match &signal.digest {
+            Some(text) => match Digest::try_from(text.as_str()) {
+                Ok(digest) => Some(digest),
+                Err(e) => return Ok(Answer::rejected(format!("event {}: {e}", signal.event_id))),
+            },
             None => None,
         };
-        let digest = match (&located.digest, &given_digest) {
+        let named_digest = match (&located.digest, &given) {
             (Some(a), Some(b)) if a != b => {
-                return Err(PromoteError::rejected(
-                    format!(
-                        "event {}: image {} and data.digest {b} disagree",
-                        signal.event_id, signal.image
-                    ),
-                    base,
-                ));
+                return Ok(Answer::rejected(format!(
+                    "event {}: image {} and data.digest {b} disagree",
+                    signal.event_id, signal.image
+                )));
             }
             (a, b) => a.clone().or_else(|| b.clone()),
         };
-        if located.tag.is_none() && digest.is_none() {
-            return Err(PromoteError::rejected(
-                format!(
-                    "event {}: image {} names no tag or digest",
-                    signal.event_id, signal.image
-                ),
-                base,
-            ));
+        if located.tag.is_none() && named_digest.is_none() {
+            return Ok(Answer::rejected(format!(
+                "event {}: image {} names no tag or digest",
+                signal.event_id, signal.image
+            )));
         }
-        let stage_client = self.client(&located.repository, "pull,push").await?;
-        // Resolve what the event names in the stage it names: the digest, and the tag's.
-        let (digest, subject) = resolve_in_stage(
-            &stage_client,
-            located,
-            digest.as_ref(),
-            &signal.event_id,
-            &base,
-        )
-        .await?;
-        base.digest = Some(digest.to_string());
-
-        let record = signal_record(signal, located, Some(&digest));
+        let place = place_of(located);
         let promotions = self
             .pipeline
             .triggered_by(located.stage.as_str(), signal.kind);
-        let write = evidence::record_signal(
-            &stage_client,
-            &located.repository,
-            Some((&digest, &subject)),
-            signal.kind,
-            &record,
-        );
+        let job = self.job(&place, &promotions).await?;
+        let _locks = self.lock(&place, &promotions).await?;
+        let stage_client = job.client(&place.repository)?;
+        let (digest, subject) =
+            match resolve_in_stage(stage_client, located, named_digest.as_ref()).await? {
+                Ok(found) => found,
+                Err(refusal) => {
+                    return Ok(Answer::rejected(format!(
+                        "event {}: {refusal}",
+                        signal.event_id
+                    )));
+                }
+            };
+        base.digest = Some(digest.to_string());
+        let records = DigestRecords {
+            client: stage_client,
+            repository: &place.repository,
+        };
+        let record = signal_record(signal, located, &digest, self.now());
+        let known_arrival = records.arrival(&digest).await?;
+        let first_arrival = known_arrival
+            .is_none()
+            .then(|| evidence::digest::first_signal_arrival(&digest, &record, self.now()));
+        let waiting_repository = self.state.waiting()?;
+        let waiting = WaitingIndex {
+            client: job.client(&waiting_repository)?,
+            repository: &waiting_repository,
+        };
+        let entry = WaitingEntry {
+            stage: place.stage.to_string(),
+            image: place.image_name.clone(),
+            digest: digest.to_string(),
+        };
+        let indexed = promotions.iter().any(|p| p.opens_without_digest_signal());
+        // The signal's records, its arrival if it is the digest's first, and (when an alert or
+        // time can open its gate) its place in the waiting index: all written before a decision
+        // is taken from what the registry holds, so of two signals arriving together the later
+        // reader sees both.
+        let writes = async {
+            futures::future::try_join3(
+                records.record_signal(&digest, &subject, signal.kind, &record),
+                async {
+                    match &first_arrival {
+                        Some(arrival) => records.record_arrival(&digest, &subject, arrival).await,
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    if indexed {
+                        waiting.add(&entry).await
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
+            .await
+            .map(|_| ())
+        };
         if promotions.is_empty() {
-            write.await?;
+            writes.await?;
             base.reason = format!(
                 "{} recorded for {digest} in {}; no promotion out of {} uses it",
                 signal.kind, located.stage, located.stage
             );
             return Ok(base);
         }
-        // Every signal is decided from a listing taken after its own record is durable: of two
-        // signals arriving together, the later listing then sees both, so a gate they open
-        // together is never missed. As a fast path, a first decision runs on a listing taken
-        // while the record is written; when that already opens the gate the copy overlaps the
-        // write, and when it does not, the decision is taken again once the record is in.
-        let decide = || async {
-            let mut records = evidence::load(&stage_client, &located.repository).await?;
-            records.include(
-                Some(&digest),
-                evidence::listed_as(signal.kind, Some(&digest), &record),
-            );
-            let mut outcomes = Vec::new();
-            for &promotion in &promotions {
-                if promotion.block_on().contains(&signal.kind)
-                    && !promotion.require().contains(&signal.kind)
-                {
-                    // A blocking signal is accepted and recorded; it is the promotion it blocks
-                    // that is refused, when a signal asks for it.
-                    let mut recorded = base.clone();
-                    recorded.to_stage = Some(promotion.to().to_string());
-                    recorded.reason = format!(
-                        "{} recorded for {digest}: it blocks promotion {} -> {}",
-                        signal.kind,
-                        promotion.from(),
-                        promotion.to()
-                    );
-                    outcomes.push(recorded);
-                    continue;
-                }
-                let outcome = self
-                    .evaluate_and_promote(
-                        signal,
-                        located,
-                        &stage_client,
-                        &records,
-                        promotion,
-                        &digest,
-                        located.tag.clone(),
-                        base.clone(),
-                    )
-                    .await?;
-                outcomes.push(outcome);
-            }
-            Ok::<_, PromoteError>(most_significant(outcomes))
+        let known = Known {
+            digest: digest.clone(),
+            tag: located.tag.clone(),
+            present: Some(subject.clone()),
+            arrival: known_arrival.or(first_arrival.clone()),
+            own: Some((signal.kind, record.clone())),
         };
-        let (written, early) = tokio::join!(write, decide());
-        written?;
-        match early? {
-            outcome
-                if matches!(
-                    outcome.decision,
-                    Decision::Promoted | Decision::AlreadyPromoted
-                ) =>
-            {
-                Ok(outcome)
+        let trigger = trigger_of(signal);
+        // A first decision is taken while the records are written: when it moves a digest, the
+        // copy overlaps the writes (the gate is open whatever else lands meanwhile). When it
+        // does not, the decision is taken again once the writes are in.
+        let early = async {
+            let plan = self
+                .plan(&job, &place, &promotions, vec![known.clone()], self.now())
+                .await?;
+            if plan.acts() {
+                Ok::<_, PromoteError>(Some(self.execute(&job, &plan, &trigger).await?))
+            } else {
+                Ok(None)
             }
-            _ => decide().await,
+        };
+        let (written, early) = tokio::join!(writes, early);
+        written?;
+        let executed = match early? {
+            Some(executed) => executed,
+            None => {
+                let plan = self
+                    .plan(&job, &place, &promotions, vec![known], self.now())
+                    .await?;
+                self.execute(&job, &plan, &trigger).await?
+            }
+        };
+        if indexed && !executed.finished.is_empty() && self.plan_covers_waiting(&place, &promotions)
+        {
+            waiting.remove(std::slice::from_ref(&entry)).await;
         }
+        // A signal that only blocks (a failed test) is recorded; it is the promotions it blocks
+        // that are refused, when a signal asks for them.
+        let blocks_only = promotions
+            .iter()
+            .all(|p| p.block_on().contains(&signal.kind) && !p.require().contains(&signal.kind));
+        let nothing = if blocks_only {
+            Answer {
+                reason: format!(
+                    "{} recorded for {digest}: it blocks {}",
+                    signal.kind,
+                    routes(&promotions)
+                ),
+                ..Answer::new(Decision::Recorded, "")
+            }
+        } else {
+            let reason = executed
+                .outcomes
+                .first()
+                .map(|o| o.fate.reason())
+                .unwrap_or_else(|| format!("{} recorded", signal.kind));
+            Answer::rejected(reason)
+        };
+        Ok(base.decided(&executed.outcomes, nothing))
+    }
+
+    /// Whether a plan over `promotions` judged every promotion out of the stage that keeps
+    /// digests in the waiting index: only then may a digest final for all of them leave it.
+    fn plan_covers_waiting(&self, place: &Place, promotions: &[&Promotion]) -> bool {
+        self.pipeline
+            .promotions_from(place.stage.as_str())
+            .filter(|p| p.opens_without_digest_signal())
+            .all(|p| promotions.iter().any(|q| q.to() == p.to()))
     }
 
     /// alert-firing, alert-clear: about the image in a stage, whatever its digest.
-    async fn decide_alert(
+    async fn handle_image_signal(
         &self,
         signal: &RawSignal,
         located: &Located,
-        mut base: Outcome,
-    ) -> Result<Outcome, PromoteError> {
-        let stage_client = self.client(&located.repository, "pull,push").await?;
-        let record = signal_record(signal, located, None);
+    ) -> Result<Answer, PromoteError> {
+        let place = place_of(located);
         let promotions = self
             .pipeline
             .triggered_by(located.stage.as_str(), signal.kind);
-        let write = evidence::record_signal(
-            &stage_client,
-            &located.repository,
-            None,
-            signal.kind,
-            &record,
-        );
-        if signal.kind == SignalKind::AlertFiring || promotions.is_empty() {
-            write.await?;
-            base.reason = format!(
+        let job = self.job(&place, &promotions).await?;
+        let _locks = self.lock(&place, &promotions).await?;
+        let alerts_repository = self.state.alerts(&place.stage, &place.image_name)?;
+        let log = AlertLog {
+            client: job.client(&alerts_repository)?,
+            repository: &alerts_repository,
+        };
+        let record = SignalRecord {
+            digest: None,
+            tag: None,
+            ..signal_record_base(signal, located, self.now())
+        };
+        log.record(&record, signal.kind).await?;
+        let mut base = Answer::new(
+            Decision::Recorded,
+            format!(
                 "{} recorded for {} in {}",
                 signal.kind, located.repository, located.stage
-            );
+            ),
+        );
+        base.from_stage = Some(located.stage.to_string());
+        if signal.kind == SignalKind::AlertFiring || promotions.is_empty() {
+            log.compact(&log.list().await?).await;
             return Ok(base);
         }
-        // The alert cleared: every digest waiting in this stage may now be free to go. Listed
-        // after the record is durable, so a signal arriving at the same moment sees it or is seen.
-        write.await?;
-        let records = evidence::load(&stage_client, &located.repository).await?;
-        let mut outcomes = Vec::new();
-        for promotion in promotions {
-            let Some(to_stage) = self.pipeline.stage(promotion.to().as_str()) else {
-                continue;
-            };
-            let destination = to_stage
-                .repository(&located.image_name)
-                .map_err(|e| PromoteError::rejected(e.to_string(), base.clone()))?;
-            let destination_client = self.client(&destination, "pull").await?;
-            let already = evidence::load(&destination_client, &destination).await?;
-            for digest in records.by_digest.keys() {
-                if already.promoted_at.contains_key(digest) {
-                    continue;
-                }
-                let tag = self
-                    .tag_of(&stage_client, located, &records, digest)
-                    .await?;
-                let mut candidate = base.clone();
-                candidate.digest = Some(digest.to_string());
-                outcomes.push(
-                    self.evaluate_and_promote(
-                        signal,
-                        located,
-                        &stage_client,
-                        &records,
-                        promotion,
-                        digest,
-                        tag,
-                        candidate,
-                    )
-                    .await?,
-                );
-            }
-        }
-        if outcomes.is_empty() {
-            base.reason = format!(
+        // The alert cleared: every digest of the image waiting in this stage may now move.
+        let nothing = Answer::new(
+            Decision::Recorded,
+            format!(
                 "{} recorded for {}; no digest in {} is waiting",
                 signal.kind, located.repository, located.stage
-            );
-            return Ok(base);
-        }
-        Ok(most_significant(outcomes))
-    }
-
-    /// The version tag a digest was named by in its signals.
-    async fn tag_of(
-        &self,
-        client: &RegistryClient,
-        located: &Located,
-        records: &StageRecords,
-        digest: &Digest,
-    ) -> Result<Option<Tag>, PromoteError> {
-        for recorded in records.for_digest(digest).iter().rev() {
-            if let Some(record) =
-                evidence::read_signal(client, &located.repository, &recorded.tag).await?
-                && let Some(tag) = record.tag.as_deref().and_then(|t| Tag::try_from(t).ok())
-            {
-                return Ok(Some(tag));
-            }
-        }
-        Ok(None)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn evaluate_and_promote(
-        &self,
-        signal: &RawSignal,
-        located: &Located,
-        stage_client: &RegistryClient,
-        records: &StageRecords,
-        promotion: &Promotion,
-        digest: &Digest,
-        tag: Option<Tag>,
-        mut base: Outcome,
-    ) -> Result<Outcome, PromoteError> {
-        base.to_stage = Some(promotion.to().to_string());
-        let evidence = records.evidence_for(digest);
-        match rules::evaluate(promotion, &evidence, Utc::now()) {
-            Gate::Open { satisfied_by } => {
-                let evidence = (records, satisfied_by.as_slice());
-                self.promote(
-                    signal,
-                    located,
-                    stage_client,
-                    promotion,
-                    digest,
-                    tag,
-                    evidence,
-                    base,
-                )
-                .await
-            }
-            Gate::Pending {
-                missing,
-                not_before,
-                entry_time_unknown,
-            } => {
-                base.decision = Decision::Pending;
-                base.missing = missing.iter().map(|k| k.to_string()).collect();
-                base.not_before = not_before;
-                base.reason =
-                    pending_reason(promotion, &base.missing, not_before, entry_time_unknown);
-                Ok(base)
-            }
-            Gate::Blocked { by } => {
-                let reason = format!(
-                    "promotion {} -> {} of {digest} is blocked by {} (recorded {})",
-                    promotion.from(),
-                    promotion.to(),
-                    by.kind,
-                    by.time.to_rfc3339()
-                );
-                if by.kind == SignalKind::TestFailed {
-                    // A failed test blocks the digest for good.
-                    return Err(PromoteError::rejected(reason, base));
-                }
-                base.decision = Decision::Pending;
-                base.reason = reason;
-                Ok(base)
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn promote(
-        &self,
-        signal: &RawSignal,
-        located: &Located,
-        stage_client: &RegistryClient,
-        promotion: &Promotion,
-        digest: &Digest,
-        tag: Option<Tag>,
-        (records, satisfied_by): (&StageRecords, &[rules::Record]),
-        mut base: Outcome,
-    ) -> Result<Outcome, PromoteError> {
-        let Some(to_stage) = self.pipeline.stage(promotion.to().as_str()) else {
-            return Err(PromoteError::rejected(
-                format!("stage {} is not configured", promotion.to()),
-                base,
-            ));
-        };
-        let destination_repository = to_stage
-            .repository(&located.image_name)
-            .map_err(|e| PromoteError::rejected(e.to_string(), base.clone()))?;
-        let source = ImageRef {
-            repository: located.repository.clone(),
-            tag: tag.clone(),
-            digest: Some(digest.clone()),
-        };
-        let destination = ImageRef {
-            repository: destination_repository.clone(),
-            tag,
-            digest: None,
-        };
-
-        let lock = {
-            let mut in_flight = self.in_flight.lock().await;
-            // Forget the locks nobody holds: the map stays as small as what is in flight.
-            in_flight.retain(|_, lock| Arc::strong_count(lock) > 1);
-            in_flight
-                .entry(format!("{destination_repository}@{digest}"))
-                .or_default()
-                .clone()
-        };
-        let _guard = lock.lock().await;
-
-        let job = CopyJob {
-            // By digest alone: the tag was checked against it when the signal was read.
-            source: ImageRef {
-                tag: None,
-                ..source.clone()
-            },
-            destination: destination.clone(),
-            source_identity: self.identity.clone(),
-            destination_identity: self.identity.clone(),
-            options: CopyOptions::default(),
-        };
-        let destination_client = self
-            .transport
-            .job_client(
-                &self.identity,
-                &destination_repository,
-                "pull,push",
-                Some(&located.repository),
-            )
-            .await?;
-        // The promotion record's config blob goes up beside the copy.
-        let (copied, target) = tokio::join!(
-            copy(&self.transport, &job, Arc::new(Progress::default())),
-            evidence::prepare_promotion_target(
-                &destination_client,
-                &destination_repository,
-                Some(&located.repository)
-            )
+            ),
         );
-        let report = copied.map_err(|e| {
-            if e.is_transient() {
-                PromoteError::Registry(e)
-            } else {
-                PromoteError::rejected(e.to_string(), base.clone())
-            }
-        })?;
-        let target = target?;
-
-        // A gate's record names the tag of its evidence record (`StageRecords::evidence_for`); the
-        // evidence record holds the event's own id (known already for the one just written).
-        let event_ids =
-            futures::future::try_join_all(satisfied_by.iter().map(|record| async move {
-                if let Some(id) = records.known_event_id(&record.event_id) {
-                    return Ok::<_, EvidenceError>(id.to_owned());
-                }
-                let full =
-                    evidence::read_signal(stage_client, &located.repository, &record.event_id)
-                        .await?;
-                Ok(full
-                    .map(|f| f.event_id)
-                    .unwrap_or_else(|| record.event_id.clone()))
-            }))
+        let outcomes = self
+            .decide_waiting(&job, &place, &promotions, &trigger_of(signal))
             .await?;
-        let evidence_items: Vec<EvidenceRecord> = satisfied_by
+        log.compact(&log.list().await?).await;
+        let nothing = if outcomes.is_empty() {
+            nothing
+        } else {
+            Answer {
+                reason: format!(
+                    "{} recorded for {}; no waiting digest could move",
+                    signal.kind, located.repository
+                ),
+                ..nothing
+            }
+        };
+        Ok(base.decided(&outcomes, nothing))
+    }
+
+    /// Decides every digest of `place`'s image waiting in its stage for `promotions`, and
+    /// forgets those that will never wait again.
+    async fn decide_waiting(
+        &self,
+        job: &Job,
+        place: &Place,
+        promotions: &[&Promotion],
+        trigger: &TriggerRecord,
+    ) -> Result<Vec<CandidateOutcome>, PromoteError> {
+        let waiting_repository = self.state.waiting()?;
+        let waiting = WaitingIndex {
+            client: job.client(&waiting_repository)?,
+            repository: &waiting_repository,
+        };
+        let group = WaitingEntry::group(place.stage.as_str(), &place.image_name);
+        let listed = waiting.list(Some(&group)).await?;
+        if listed.is_empty() || promotions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let candidates: Vec<Known> = listed
             .iter()
-            .zip(event_ids)
-            .map(|(record, id)| EvidenceRecord {
-                kind: record.kind.to_string(),
-                id,
-                time: record.time,
+            .map(|w| Known {
+                digest: w.digest.clone(),
+                tag: None,
+                present: None,
+                arrival: None,
+                own: None,
             })
             .collect();
-        let trigger = trigger_of(signal);
-        // A fresh copy cannot have a record yet; only an image already there may.
-        let already_recorded = report.already_present
-            && evidence::load(&destination_client, &destination_repository)
-                .await?
-                .promoted_at
-                .contains_key(digest);
-        let record = PromotionRecord {
-            image: destination.to_string(),
-            digest: digest.to_string(),
-            source_image: source.to_string(),
-            from_stage: promotion.from().to_string(),
-            to_stage: promotion.to().to_string(),
-            trigger: trigger.clone(),
-            evidence: evidence_items.clone(),
-            identity: self.identity_name().await,
-            time: Utc::now(),
+        let plan = self
+            .plan(job, place, promotions, candidates, self.now())
+            .await?;
+        let executed = self.execute(job, &plan, trigger).await?;
+        if self.plan_covers_waiting(place, promotions) {
+            let finished: Vec<WaitingEntry> = executed
+                .finished
+                .iter()
+                .map(|&i| WaitingEntry {
+                    stage: place.stage.to_string(),
+                    image: place.image_name.clone(),
+                    digest: plan.found[i].digest.to_string(),
+                })
+                .collect();
+            waiting.remove(&finished).await;
+        }
+        Ok(executed.outcomes)
+    }
+
+    /// `reconcile`: decides again every digest waiting (for an alert or for time), narrowed to
+    /// one stage or image when asked. Its cost grows with the number of digests waiting.
+    pub async fn reconcile(&self, request: &Reconcile) -> Result<Answer, PromoteError> {
+        let waiting_repository = self.state.waiting()?;
+        let index_job = Job::new(
+            &self.transport,
+            &self.identity,
+            &[(waiting_repository.clone(), Access::Own)],
+        )
+        .await?;
+        let index = WaitingIndex {
+            client: index_job.client(&waiting_repository)?,
+            repository: &waiting_repository,
         };
-        let write_record = async {
-            if already_recorded {
-                return Ok(());
+        let listed = index.list(None).await?;
+        let mut groups: BTreeMap<String, Vec<evidence::state::Waiting>> = BTreeMap::new();
+        for waiting in listed {
+            groups
+                .entry(waiting.group.clone())
+                .or_default()
+                .push(waiting);
+        }
+        // Which image and stage a group is: read from one of its entries.
+        let places = futures::future::try_join_all(groups.values().map(|entries| async {
+            Ok::<_, PromoteError>(match entries.first() {
+                Some(first) => index.read(first).await?,
+                None => None,
+            })
+        }))
+        .await?;
+        let mut work = Vec::new();
+        let mut stale = Vec::new();
+        for ((group, entries), entry) in groups.iter().zip(places) {
+            let Some(entry) = entry else { continue };
+            if WaitingEntry::group(&entry.stage, &entry.image) != *group {
+                continue;
             }
-            // The copy's top manifest is the subject: the same bytes in both stages.
-            let subject = Descriptor {
-                media_type: report.media_type.clone(),
-                digest: digest.to_string(),
-                size: report.manifest_size,
-                artifact_type: None,
-                annotations: None,
-                platform: None,
-                urls: None,
-            };
-            target
-                .record(digest, &subject, &record)
-                .await
-                .map_err(PromoteError::from)
+            if request.stage.as_deref().is_some_and(|s| s != entry.stage)
+                || request
+                    .image
+                    .as_deref()
+                    .is_some_and(|i| !names_image(i, &entry.image))
+            {
+                continue;
+            }
+            match self.place_for(&entry.stage, &entry.image) {
+                Some(place) => work.push((place, entries.len())),
+                // The stage left the pipeline, or the image its allowlist: nothing there moves.
+                None => stale.extend(entries.iter().map(|w| WaitingEntry {
+                    digest: w.digest.to_string(),
+                    ..entry.clone()
+                })),
+            }
+        }
+        index.remove(&stale).await;
+
+        let trigger = TriggerRecord {
+            event_type: request.event_type.clone(),
+            id: request.event_id.clone(),
+            source: request.event_source.clone(),
         };
-        let announcement = publish::Promoted {
-            image: destination.to_string(),
-            digest: digest.to_string(),
-            source_image: source.to_string(),
-            from_stage: promotion.from().to_string(),
-            to_stage: promotion.to().to_string(),
-            trigger,
-            evidence: evidence_items,
-            copy: report.clone(),
-            destination_repository: destination_repository.to_string(),
-        };
-        // The record and the announcement are independent; if either fails, the redelivery
-        // finds the image in place and does what is missing.
-        let (recorded, announced) = tokio::join!(
-            write_record,
-            self.announce(|source, now| announcement.to_event(source, now))
+        use futures::StreamExt as _;
+        // Boxed so the stream's futures have one nameable type (rustc cannot yet prove a
+        // closure-built stream of borrowing futures `Send`: rust-lang/rust#102211).
+        let turns: Vec<
+            futures::future::BoxFuture<'_, Result<Vec<CandidateOutcome>, PromoteError>>,
+        > = work
+            .iter()
+            .map(|(place, _)| Box::pin(self.reconcile_image(place, &trigger)) as _)
+            .collect();
+        let results: Vec<Result<Vec<CandidateOutcome>, PromoteError>> =
+            futures::stream::iter(turns)
+                .buffer_unordered(RECONCILE_CONCURRENCY)
+                .collect()
+                .await;
+        let mut outcomes = Vec::new();
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(decided) => outcomes.extend(decided),
+                Err(error) if failure.is_none() => failure = Some(error),
+                Err(_) => {}
+            }
+        }
+        // The other images' decisions stand (they are idempotent); the delivery comes back for
+        // the one that failed.
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let promoted: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| match &o.fate {
+                Fate::Promoted { image, .. } => Some(image.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut pending: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| !o.fate.is_final())
+            .map(|o| o.digest.as_str())
+            .collect();
+        pending.sort_unstable();
+        pending.dedup();
+        let mut answer = Answer::new(Decision::Reconciled, "")
+            .decided(&outcomes, Answer::new(Decision::Reconciled, ""));
+        answer.decision = Decision::Reconciled;
+        answer.reason = format!(
+            "reconciled {} image(s): {} promoted, {} still waiting",
+            work.len(),
+            promoted.len(),
+            pending.len()
         );
-        recorded?;
-        announced?;
-        base.decision = if report.already_present && already_recorded {
-            Decision::AlreadyPromoted
-        } else {
-            Decision::Promoted
-        };
-        base.reason = match base.decision {
-            Decision::AlreadyPromoted => format!("{destination} already holds {digest}"),
-            _ => format!("promoted {source} to {destination}"),
-        };
-        base.image = Some(destination.to_string());
-        base.copy = Some(report);
-        Ok(base)
+        answer.promoted = Some(promoted);
+        answer.waiting = Some(pending.len());
+        answer.event_id = Some(request.event_id.clone());
+        Ok(answer)
+    }
+
+    /// One image's turn in a `reconcile`: every promotion out of its stage that an alert or time
+    /// can open, decided for its waiting digests.
+    async fn reconcile_image(
+        &self,
+        place: &Place,
+        trigger: &TriggerRecord,
+    ) -> Result<Vec<CandidateOutcome>, PromoteError> {
+        let promotions: Vec<&Promotion> = self
+            .pipeline
+            .promotions_from(place.stage.as_str())
+            .filter(|p| p.opens_without_digest_signal())
+            .collect();
+        let job = self.job(place, &promotions).await?;
+        let _locks = self.lock(place, &promotions).await?;
+        self.decide_waiting(&job, place, &promotions, trigger).await
+    }
+
+    /// The place of a waiting entry's image, if the pipeline still has its stage and allows it.
+    fn place_for(&self, stage: &str, image: &str) -> Option<Place> {
+        let stage = self.pipeline.stage(stage)?;
+        if !self.pipeline.allows(image) {
+            return None;
+        }
+        Some(Place {
+            stage: stage.name().clone(),
+            image_name: image.to_owned(),
+            repository: stage.repository(image).ok()?,
+        })
     }
 }
 
-/// How a signal is recorded: a digest signal with the digest and the tag it was named by; an
-/// alert signal about the image in the stage.
-fn signal_record(signal: &RawSignal, located: &Located, digest: Option<&Digest>) -> SignalRecord {
+/// Whether a reconcile's `image` (a bare name, or a repository ending in it) names `name`.
+fn names_image(asked: &str, name: &str) -> bool {
+    asked == name || asked.ends_with(&format!("/{name}"))
+}
+
+fn is_image_signal(kind: SignalKind) -> bool {
+    matches!(kind, SignalKind::AlertFiring | SignalKind::AlertClear)
+}
+
+fn routes(promotions: &[&Promotion]) -> String {
+    promotions
+        .iter()
+        .map(|p| format!("promotion {} -> {}", p.from(), p.to()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn place_of(located: &Located) -> Place {
+    Place {
+        stage: located.stage.clone(),
+        image_name: located.image_name.clone(),
+        repository: located.repository.clone(),
+    }
+}
+
+fn stage_repository(
+    pipeline: &Pipeline,
+    stage: &StageName,
+    image_name: &str,
+) -> Result<Repository, PromoteError> {
+    let stage = pipeline.stage(stage.as_str()).ok_or_else(|| {
+        PromoteError::Evidence(evidence::EvidenceError::Name {
+            what: format!("stage {stage}"),
+            cause: "not in the pipeline".into(),
+        })
+    })?;
+    stage.repository(image_name).map_err(|e| {
+        PromoteError::Evidence(evidence::EvidenceError::Name {
+            what: format!("{image_name} in stage {}", stage.name()),
+            cause: e.to_string(),
+        })
+    })
+}
+
+/// How a signal is recorded, before its digest is known.
+fn signal_record_base(signal: &RawSignal, located: &Located, now: DateTime<Utc>) -> SignalRecord {
     SignalRecord {
         kind: signal.kind.as_str().into(),
         event_id: signal.event_id.clone(),
         event_source: signal.event_source.clone(),
         event_type: signal.event_type.clone(),
-        time: signal.time.unwrap_or_else(Utc::now),
+        time: signal.time.unwrap_or(now),
         repository: located.repository.to_string(),
         stage: located.stage.to_string(),
-        digest: digest.map(|d| d.to_string()),
-        tag: digest.and(located.tag.as_ref()).map(|t| t.to_string()),
+        digest: None,
+        tag: None,
+    }
+}
+
+/// How a digest signal is recorded: with the digest and the tag it was named by.
+fn signal_record(
+    signal: &RawSignal,
+    located: &Located,
+    digest: &Digest,
+    now: DateTime<Utc>,
+) -> SignalRecord {
+    SignalRecord {
+        digest: Some(digest.to_string()),
+        tag: located.tag.as_ref().map(|t| t.to_string()),
+        ..signal_record_base(signal, located, now)
     }
 }
 
@@ -698,95 +821,47 @@ fn trigger_of(signal: &RawSignal) -> TriggerRecord {
     }
 }
 
-fn pending_reason(
-    promotion: &Promotion,
-    missing: &[String],
-    not_before: Option<DateTime<Utc>>,
-    entry_time_unknown: bool,
-) -> String {
-    let mut parts = Vec::new();
-    if entry_time_unknown {
-        parts.push(format!(
-            "no record of when the digest entered {}, so its minimum time there cannot be checked",
-            promotion.from()
-        ));
-    }
-    if !missing.is_empty() {
-        parts.push(format!("waiting for {}", missing.join(", ")));
-    }
-    if let Some(time) = not_before {
-        parts.push(format!(
-            "minimum time in {} ends at {}",
-            promotion.from(),
-            time.to_rfc3339()
-        ));
-    }
-    format!(
-        "promotion {} -> {} pending: {}",
-        promotion.from(),
-        promotion.to(),
-        parts.join("; ")
-    )
-}
-
 /// Finds what the event names in its stage: the digest (checked against the tag when both are
-/// given) and a descriptor of it.
+/// given) and a descriptor of it. The inner `Err` is why the event is refused.
 async fn resolve_in_stage(
     client: &RegistryClient,
     located: &Located,
     digest: Option<&Digest>,
-    event_id: &str,
-    base: &Outcome,
-) -> Result<(Digest, Descriptor), PromoteError> {
+) -> Result<Result<(Digest, Descriptor), String>, PromoteError> {
     let repository = &located.repository;
     let by_tag = match &located.tag {
-        Some(tag) => Some(
-            client
-                .head_descriptor(repository, tag.as_str())
-                .await?
-                .ok_or_else(|| {
-                    PromoteError::rejected(
-                        format!(
-                            "event {event_id}: {repository}:{tag} is not in stage {}",
-                            located.stage
-                        ),
-                        base.clone(),
-                    )
-                })?,
-        ),
+        Some(tag) => match client.head_descriptor(repository, tag.as_str()).await? {
+            Some(found) => Some(found),
+            None => {
+                return Ok(Err(format!(
+                    "{repository}:{tag} is not in stage {}",
+                    located.stage
+                )));
+            }
+        },
         None => None,
     };
-    match (digest, by_tag) {
+    Ok(match (digest, by_tag) {
         (Some(digest), Some((tagged, descriptor))) => {
             if &tagged != digest {
-                return Err(PromoteError::rejected(
-                    format!(
-                        "event {event_id}: {repository}:{} is {tagged}, not {digest}",
-                        located.tag.as_ref().map(Tag::as_str).unwrap_or_default()
-                    ),
-                    base.clone(),
-                ));
+                Err(format!(
+                    "{repository}:{} is {tagged}, not {digest}",
+                    located.tag.as_ref().map(Tag::as_str).unwrap_or_default()
+                ))
+            } else {
+                Ok((tagged, descriptor))
             }
-            Ok((tagged, descriptor))
         }
         (None, Some(found)) => Ok(found),
-        (Some(digest), None) => client
-            .head_descriptor(repository, digest.as_str())
-            .await?
-            .ok_or_else(|| {
-                PromoteError::rejected(
-                    format!(
-                        "event {event_id}: {repository}@{digest} is not in stage {}",
-                        located.stage
-                    ),
-                    base.clone(),
-                )
-            }),
-        (None, None) => Err(PromoteError::rejected(
-            format!("event {event_id}: no tag or digest"),
-            base.clone(),
-        )),
-    }
+        (Some(digest), None) => match client.head_descriptor(repository, digest.as_str()).await? {
+            Some(found) => Ok(found),
+            None => Err(format!(
+                "{repository}@{digest} is not in stage {}",
+                located.stage
+            )),
+        },
+        (None, None) => Err("no tag or digest".into()),
+    })
 }
 
 /// The default service account's email, when a metadata server answers quickly (Cloud Run, GCE,

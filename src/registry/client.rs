@@ -804,6 +804,25 @@ impl RegistryClient {
         }
     }
 
+    /// Deletes a manifest by digest (and, on distribution, every tag naming it). `false` when
+    /// it was not there.
+    pub async fn delete_manifest(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let what = format!("DELETE manifest {repository}@{digest}");
+        let url = self.url(repository, &format!("manifests/{digest}"));
+        let response = self
+            .send(&what, Method::DELETE, &url, HeaderMap::new(), None)
+            .await?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.error_from(&what, response).await),
+        }
+    }
+
     /// The OCI 1.1 referrers API. `None` when the registry does not implement it.
     pub async fn referrers(
         &self,

@@ -31,6 +31,10 @@ pub enum ReferenceError {
     /// The registry host was not a valid `host[:port]`.
     #[error("invalid registry host {0:?}")]
     Registry(String),
+    /// The reference has leading or trailing whitespace (a pasted newline, a padded value);
+    /// skopeo and crane refuse it too, rather than guess which image was meant.
+    #[error("image reference {0:?} has leading or trailing whitespace")]
+    Whitespace(String),
     /// Both a tag and a digest were required to be absent (a repository was expected).
     #[error("{0:?} names a tag or digest where only a repository is expected")]
     UnexpectedVersion(String),
@@ -312,9 +316,11 @@ impl ImageRef {
 impl TryFrom<&str> for ImageRef {
     type Error = ReferenceError;
     fn try_from(value: &str) -> Result<Self, Self::Error> {
-        let value = value.trim();
-        if value.is_empty() {
+        if value.trim().is_empty() {
             return Err(ReferenceError::Empty);
+        }
+        if value.trim() != value {
+            return Err(ReferenceError::Whitespace(value.to_owned()));
         }
         let (rest, digest) = match value.split_once('@') {
             Some((rest, digest)) => (rest, Some(Digest::try_from(digest)?)),

@@ -90,6 +90,7 @@ impl Pipeline {
                 require_at: Origin::Builtin,
                 block_on: block_on.iter().map(|s| fixed(s)).collect(),
                 min_time_in_stage: None,
+                select: None,
                 at: Origin::Builtin,
             })?;
         }

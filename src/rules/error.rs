@@ -144,6 +144,9 @@ pub enum Problem {
         max_days = super::duration::MAX_DAYS
     )]
     InvalidDuration { value: String },
+    /// `select` is neither `newest` nor `all`.
+    #[error("select {value:?} is not one of newest, all")]
+    InvalidSelect { value: String },
     /// An `images` entry that is empty or could never match an image name.
     #[error("image glob {pattern:?} {reason}")]
     InvalidGlob {

@@ -46,7 +46,9 @@ impl Pipeline {
     /// (`{registry}/{stage path}/{name}[:tag][@digest]`), a repository without version (alert
     /// events), or, with `stage`, a bare name (`my-app`, `my-app:1.2`).
     pub fn locate(&self, image: &str, stage: Option<&str>) -> Result<Located, RulesError> {
-        let text = image.trim();
+        // Not trimmed: a padded reference is refused by the reference grammar, as skopeo and
+        // crane refuse it, rather than promoted as if it named the image without the padding.
+        let text = image;
         let given = stage
             .map(|name| {
                 self.stage(name.trim())

@@ -14,13 +14,16 @@ mod gate;
 mod glob;
 mod locate;
 mod model;
+mod select;
 mod yaml;
 
+pub use duration::parse as parse_duration;
 pub use error::{Origin, Problem, RulesError, SignalList};
 pub use gate::{Evidence, Gate, Record, evaluate};
 pub use glob::ImageGlob;
 pub use locate::Located;
-pub use model::{Pipeline, Promotion, Stage, StageName};
+pub use model::{Pipeline, Promotion, Select, Stage, StageName};
+pub use select::{Candidate, Destination, NewestHeld, Skip, Verdict, judge, move_order};
 
 #[cfg(test)]
 mod tests;

@@ -200,6 +200,40 @@ fn parse_registry(value: &str) -> Result<(RegistryHost, Option<String>), Problem
     Ok((host, path))
 }
 
+/// Which of the digests whose gate is open a promotion moves (DESIGN.md §7 "Which waiting
+/// digest moves").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Select {
+    /// Only the digest that entered the from-stage last; older ones are superseded, so the next
+    /// stage never goes back to an older version.
+    #[default]
+    Newest,
+    /// Every open digest, oldest first.
+    All,
+}
+
+impl Select {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Select::Newest => "newest",
+            Select::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for Select {
+    type Err = Problem;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "newest" => Ok(Select::Newest),
+            "all" => Ok(Select::All),
+            other => Err(Problem::InvalidSelect {
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
 /// A move between two stages and the gate guarding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promotion {
@@ -208,6 +242,7 @@ pub struct Promotion {
     require: Vec<SignalKind>,
     block_on: Vec<SignalKind>,
     min_time_in_stage: Option<Duration>,
+    select: Select,
 }
 
 impl Promotion {
@@ -237,7 +272,30 @@ impl Promotion {
             require,
             block_on,
             min_time_in_stage,
+            select: Select::default(),
         })
+    }
+
+    /// The same promotion choosing its digests by `select`.
+    pub fn with_select(self, select: Select) -> Promotion {
+        Promotion { select, ..self }
+    }
+
+    /// Which open digests move.
+    pub fn select(&self) -> Select {
+        self.select
+    }
+
+    /// Whether something other than a signal about the digest itself can open this gate: an
+    /// alert clearing for the image in the stage, or time passing. Digests waiting for such a
+    /// gate are kept in the waiting index, where those signals (and `reconcile`) find them.
+    pub fn opens_without_digest_signal(&self) -> bool {
+        self.min_time_in_stage.is_some()
+            || self
+                .require
+                .iter()
+                .chain(&self.block_on)
+                .any(|&k| is_alert(k))
     }
 
     pub fn from(&self) -> &StageName {
@@ -365,6 +423,7 @@ impl Pipeline {
             out.push_str(&format!("  {} -> {}\n", p.from, p.to));
             out.push_str(&format!("    require:           {}\n", list(&p.require)));
             out.push_str(&format!("    block on:          {}\n", list(&p.block_on)));
+            out.push_str(&format!("    select:            {}\n", p.select.as_str()));
             if let Some(min) = p.min_time_in_stage {
                 out.push_str(&format!(
                     "    min time in stage: {}\n",
@@ -403,6 +462,7 @@ pub(super) struct PromotionInput<'a> {
     pub require_at: Origin,
     pub block_on: Vec<Sourced<'a>>,
     pub min_time_in_stage: Option<Sourced<'a>>,
+    pub select: Option<Sourced<'a>>,
     pub at: Origin,
 }
 
@@ -540,6 +600,13 @@ impl Builder {
             })?),
             None => None,
         };
+        let select = match &input.select {
+            Some(text) => text
+                .value
+                .parse::<Select>()
+                .map_err(|problem| invalid(text.at.clone(), problem))?,
+            None => Select::default(),
+        };
         let promotion = Promotion::new(
             from.clone(),
             to.clone(),
@@ -547,6 +614,7 @@ impl Builder {
             block_on.iter().map(|(k, _)| *k).collect(),
             min_time,
         )
+        .map(|p| p.with_select(select))
         .map_err(|problem| {
             // Point at the entry that caused it where there is one.
             let at = match &problem {

@@ -899,6 +899,26 @@ fn alert_clear_triggers_a_gate_that_only_blocks_on_firing() {
     assert!(p.triggered_by("a", SignalKind::TestFailed).is_empty());
 }
 
+// ---- select ----
+
+#[test]
+fn select_defaults_to_newest_and_reads_all() {
+    assert!(
+        design()
+            .promotions()
+            .iter()
+            .all(|p| p.select() == Select::Newest)
+    );
+    let pipeline = Pipeline::from_yaml(&two_stage("    require: [test-passed]\n    select: all\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pipeline.promotions()[0].select(), Select::All);
+    let error = yaml_error(&two_stage(
+        "    require: [test-passed]\n    select: latest\n",
+    ));
+    assert!(error.to_string().contains("newest, all"), "{error}");
+    assert!(line_of(&error).is_some(), "{error}");
+}
+
 // ---- description ----
 
 #[test]
@@ -913,9 +933,11 @@ promotions (2):
   fast-feedback -> extended-test
     require:           test-passed
     block on:          (nothing)
+    select:            newest
   extended-test -> prod
     require:           soak-complete, alert-clear
     block on:          alert-firing, test-failed
+    select:            newest
     min time in stage: 30m
 images: *
 ";

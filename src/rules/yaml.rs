@@ -39,6 +39,8 @@ struct RawPromotion {
     // Read as text even when YAML sees a number (`30`), so the message can say a unit is missing.
     #[serde(default)]
     min_time_in_stage: Option<Spanned<String>>,
+    #[serde(default)]
+    select: Option<Spanned<String>>,
 }
 
 /// The line of `location`, or the field's path when the parser could not tell (line 0).
@@ -137,6 +139,7 @@ impl Pipeline {
                     .min_time_in_stage
                     .as_ref()
                     .map(|m| sourced(m, || field("min_time_in_stage"))),
+                select: p.select.as_ref().map(|s| sourced(s, || field("select"))),
                 at: origin(&promotion.referenced, || format!("promotions[{i}]")),
             })?;
         }

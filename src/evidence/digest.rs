@@ -1,0 +1,289 @@
+//! A digest's records in a stage's repository, next to the image, under tags derived from the
+//! digest (so `crane ls`, `skopeo list-tags` and `oras discover` show them beside it):
+//!
+//! | tag | holds | written | read |
+//! |---|---|---|---|
+//! | `sha256-<hex>.p2p.<signal>` | the latest signal of that type | every signal | HEAD/GET by a decision |
+//! | `sha256-<hex>.p2p.<signal>.<event>` | one signal event (the audit trail) | every signal | `promoter status`, people |
+//! | `sha256-<hex>.p2p.arrived` | when the digest arrived in the stage | on promotion into it, or its first signal | GET by a decision |
+//! | `sha256-<hex>.p2p.promoted` | the promotion record into the stage | on promotion | HEAD/GET |
+//!
+//! A decision reads these by name, so what it reads does not depend on how many other
+//! versions, tags or records the repository holds. Several instances recording signals of one
+//! type for one digest at once overwrite the type's tag with equally valid records (each is a
+//! signal of that type for that digest, which is all a gate asks) and keep every event under its
+//! own tag; no write reads anything first, except `arrived`, where the one left by a race is the
+//! other instance's arrival time, milliseconds apart.
+
+use chrono::{DateTime, Utc};
+
+use crate::events::SignalKind;
+use crate::registry::manifest::Descriptor;
+use crate::registry::{Digest, RegistryClient, Repository};
+
+use super::{
+    ARRIVAL_ARTIFACT_TYPE, ArrivalRecord, Artifact, EvidenceError, PROMOTION_ARTIFACT_TYPE,
+    PromotionRecord, SIGNAL_ARTIFACT_TYPE, SignalRecord, event_hash, put_empty_blob, put_tags,
+    read_record, record_manifest,
+};
+
+/// The tag holding the latest `kind` signal for `digest`.
+pub fn signal_tag(digest: &Digest, kind: SignalKind) -> String {
+    format!("{}.p2p.{}", digest.fallback_tag(), kind.as_str())
+}
+
+/// The tag holding one signal event for `digest`. Ten hex digits of the event's hash keep the
+/// tag within the 128 characters OCI allows for the longest signal names.
+pub fn event_tag(digest: &Digest, kind: SignalKind, source: &str, id: &str) -> String {
+    let hash = event_hash(source, id);
+    format!(
+        "{}.p2p.{}.{}",
+        digest.fallback_tag(),
+        kind.as_str(),
+        &hash[..10]
+    )
+}
+
+pub fn arrived_tag(digest: &Digest) -> String {
+    format!("{}.p2p.arrived", digest.fallback_tag())
+}
+
+pub fn promoted_tag(digest: &Digest) -> String {
+    format!("{}.p2p.promoted", digest.fallback_tag())
+}
+
+/// The records of digests in one stage repository.
+#[derive(Clone, Copy)]
+pub struct DigestRecords<'a> {
+    pub client: &'a RegistryClient,
+    pub repository: &'a Repository,
+}
+
+impl DigestRecords<'_> {
+    /// Records a signal about `digest` (whose manifest `subject` describes): the event under its
+    /// own tag and as the latest of its type, in one write each, side by side.
+    pub async fn record_signal(
+        &self,
+        digest: &Digest,
+        subject: &Descriptor,
+        kind: SignalKind,
+        record: &SignalRecord,
+    ) -> Result<(), EvidenceError> {
+        let latest = signal_tag(digest, kind);
+        let event = event_tag(digest, kind, &record.event_source, &record.event_id);
+        let annotations = serde_json::json!({
+            "org.opencontainers.image.created": record.time.to_rfc3339(),
+            "dev.promoter.signal.type": record.kind,
+            "dev.promoter.signal.id": record.event_id,
+            "dev.promoter.signal.source": record.event_source,
+        });
+        let manifest = record_manifest(
+            &format!("{}:{event}", self.repository),
+            Artifact {
+                artifact_type: SIGNAL_ARTIFACT_TYPE,
+                subject: Some(subject),
+                annotations,
+            },
+            record,
+        )?;
+        put_empty_blob(self.client, self.repository, None).await?;
+        put_tags(self.client, self.repository, &manifest, &[&event, &latest]).await?;
+        Ok(())
+    }
+
+    /// The latest `kind` signal recorded for `digest`, if any.
+    pub async fn latest_signal(
+        &self,
+        digest: &Digest,
+        kind: SignalKind,
+    ) -> Result<Option<SignalRecord>, EvidenceError> {
+        read_record(self.client, self.repository, &signal_tag(digest, kind)).await
+    }
+
+    /// One signal event recorded for `digest`, by the event's source and id.
+    pub async fn signal_event(
+        &self,
+        digest: &Digest,
+        kind: SignalKind,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<SignalRecord>, EvidenceError> {
+        read_record(
+            self.client,
+            self.repository,
+            &event_tag(digest, kind, source, id),
+        )
+        .await
+    }
+
+    /// When `digest` arrived in this stage, if promoter knows.
+    pub async fn arrival(&self, digest: &Digest) -> Result<Option<ArrivalRecord>, EvidenceError> {
+        read_record(self.client, self.repository, &arrived_tag(digest)).await
+    }
+
+    /// Records when `digest` arrived (its first signal here, when promoter did not put it here).
+    pub async fn record_arrival(
+        &self,
+        digest: &Digest,
+        subject: &Descriptor,
+        arrival: &ArrivalRecord,
+    ) -> Result<(), EvidenceError> {
+        let tag = arrived_tag(digest);
+        let manifest = arrival_manifest(self.repository, &tag, subject, arrival)?;
+        put_empty_blob(self.client, self.repository, None).await?;
+        put_tags(self.client, self.repository, &manifest, &[&tag]).await?;
+        Ok(())
+    }
+
+    /// Whether `digest` has a promotion record in this stage.
+    pub async fn is_recorded_as_promoted(&self, digest: &Digest) -> Result<bool, EvidenceError> {
+        Ok(self
+            .client
+            .head_manifest(self.repository, &promoted_tag(digest))
+            .await?
+            .is_some())
+    }
+
+    /// The promotion record of `digest` into this stage.
+    pub async fn promotion(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<PromotionRecord>, EvidenceError> {
+        read_record(self.client, self.repository, &promoted_tag(digest)).await
+    }
+
+    /// Puts the records' config blob in place ahead of [`DigestRecords::record_promotion`]
+    /// (mounted from `from`, the previous stage, which has it from its own records), so it can go
+    /// up beside the copy.
+    pub async fn prepare(&self, from: Option<&Repository>) -> Result<(), EvidenceError> {
+        put_empty_blob(self.client, self.repository, from).await?;
+        Ok(())
+    }
+
+    /// Records the promotion of `digest` into this stage, and its arrival here, side by side;
+    /// the promotion record is also listed in the `sha256-<hex>` referrers tag, where standard
+    /// tools look on registries without the referrers API. [`DigestRecords::prepare`] must have
+    /// run.
+    pub async fn record_promotion(
+        &self,
+        digest: &Digest,
+        subject: &Descriptor,
+        record: &PromotionRecord,
+        arrival: &ArrivalRecord,
+    ) -> Result<(), EvidenceError> {
+        let tag = promoted_tag(digest);
+        let annotations = serde_json::json!({
+            "org.opencontainers.image.created": record.time.to_rfc3339(),
+            "dev.promoter.promotion.from": record.from_stage,
+            "dev.promoter.promotion.to": record.to_stage,
+            "dev.promoter.promotion.identity": record.identity,
+        });
+        let manifest = record_manifest(
+            &format!("{}:{tag}", self.repository),
+            Artifact {
+                artifact_type: PROMOTION_ARTIFACT_TYPE,
+                subject: Some(subject),
+                annotations,
+            },
+            record,
+        )?;
+        let arrived = arrived_tag(digest);
+        let arrival_manifest = arrival_manifest(self.repository, &arrived, subject, arrival)?;
+        let (promoted, _) = futures::future::try_join(
+            put_tags(self.client, self.repository, &manifest, &[&tag]),
+            put_tags(self.client, self.repository, &arrival_manifest, &[&arrived]),
+        )
+        .await?;
+        if !promoted.iter().any(|o| o.registry_tracks_subject) {
+            // Without the referrers API, standard tools find referrers in the fallback tag. Its
+            // update reads and rewrites a shared index; what a race between two instances
+            // recording the same promotion can lose is the other's promotion record of the
+            // same digest into the same stage, which then lists in its place.
+            let mut listed = manifest.descriptor();
+            listed.artifact_type = Some(PROMOTION_ARTIFACT_TYPE.to_owned());
+            crate::registry::copy::update_fallback_tag(
+                self.client,
+                self.repository,
+                digest,
+                &[listed],
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn arrival_manifest(
+    repository: &Repository,
+    tag: &str,
+    subject: &Descriptor,
+    arrival: &ArrivalRecord,
+) -> Result<crate::registry::manifest::RawManifest, EvidenceError> {
+    record_manifest(
+        &format!("{repository}:{tag}"),
+        Artifact {
+            artifact_type: ARRIVAL_ARTIFACT_TYPE,
+            subject: Some(subject),
+            annotations: serde_json::json!({
+                "org.opencontainers.image.created": arrival.time.to_rfc3339(),
+            }),
+        },
+        arrival,
+    )
+}
+
+/// An arrival at `time` by the first signal `record`.
+pub fn first_signal_arrival(
+    digest: &Digest,
+    record: &SignalRecord,
+    time: DateTime<Utc>,
+) -> ArrivalRecord {
+    ArrivalRecord {
+        time,
+        digest: digest.to_string(),
+        tag: record.tag.clone(),
+        how: format!("first signal {} {}", record.kind, record.event_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_fit_the_tag_grammar_for_every_signal() {
+        let digest = Digest::sha256_of(b"image");
+        for kind in SignalKind::ALL {
+            for tag in [
+                signal_tag(&digest, kind),
+                event_tag(&digest, kind, "//ci", "event-1"),
+                arrived_tag(&digest),
+                promoted_tag(&digest),
+            ] {
+                assert!(
+                    crate::registry::Tag::try_from(tag.as_str()).is_ok(),
+                    "{tag} is not a valid tag"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_event_maps_to_the_same_tag_and_another_to_another() {
+        let digest = Digest::sha256_of(b"image");
+        let kind = SignalKind::SoakComplete;
+        assert_eq!(
+            event_tag(&digest, kind, "//a", "1"),
+            event_tag(&digest, kind, "//a", "1")
+        );
+        assert_ne!(
+            event_tag(&digest, kind, "//a", "1"),
+            event_tag(&digest, kind, "//a", "2")
+        );
+        assert_ne!(
+            event_tag(&digest, kind, "//a", "1"),
+            signal_tag(&digest, kind)
+        );
+    }
+}

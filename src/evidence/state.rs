@@ -1,0 +1,517 @@
+//! promoter's own indexes, in its state repository (`PROMOTER_STATE_REPOSITORY`, default the
+//! first stage's registry + `/promoter-state`):
+//!
+//! | repository | tags | one per | kept |
+//! |---|---|---|---|
+//! | `{state}/alerts/{stage}/{image}` | `<alert-firing\|alert-clear>.<time>.<event>` | alert event of the image in the stage | from the latest `alert-firing` on |
+//! | `{state}/waiting` | `<stage and image hash>.<digest hex>` | digest waiting for an alert to clear or for time | while it waits |
+//! | `{state}/promoted/{stage}/{image}` | `<arrival ms>.<digest hex>` | digest promoted into the stage, by when it entered the stage before | the newest |
+//!
+//! Each index is written one tag per fact, never by rewriting a shared object, and obsolete
+//! tags are deleted afterwards; listing an index therefore costs what is live in it. Deleting is
+//! safe under concurrency because what is deleted is decided from what it is older than: the
+//! record that made it obsolete is never deleted by the same rule, so the newest record always
+//! survives, whichever instances clean up and in whatever order.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::events::SignalKind;
+use crate::registry::{Digest, RegistryClient, RegistryHost, Repository};
+use crate::rules::StageName;
+
+use super::{
+    Artifact, EvidenceError, INDEX_ARTIFACT_TYPE, SIGNAL_ARTIFACT_TYPE, SignalRecord,
+    delete_entries, event_hash, format_time, parse_time, put_empty_blob, put_tags, read_record,
+    record_manifest, short_hash,
+};
+
+/// Where promoter keeps its indexes: a registry host and a path below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateRepository {
+    host: RegistryHost,
+    path: String,
+}
+
+impl StateRepository {
+    /// Reads `host/path` (the path may have several components).
+    pub fn parse(text: &str) -> Result<StateRepository, String> {
+        let trimmed = text.trim_end_matches('/');
+        let (host, path) = trimmed
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} needs a registry host and a path (host/path)"))?;
+        let host = RegistryHost::try_from(host).map_err(|e| format!("{text:?}: {e}"))?;
+        Repository::new(host.clone(), path).map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(StateRepository {
+            host,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn host(&self) -> &RegistryHost {
+        &self.host
+    }
+
+    fn repository(&self, below: &str) -> Result<Repository, EvidenceError> {
+        Repository::new(self.host.clone(), &format!("{}/{below}", self.path)).map_err(|e| {
+            EvidenceError::Name {
+                what: format!("{}/{}/{below}", self.host, self.path),
+                cause: e.to_string(),
+            }
+        })
+    }
+
+    /// The alert records of `image` in `stage`.
+    pub fn alerts(&self, stage: &StageName, image: &str) -> Result<Repository, EvidenceError> {
+        self.repository(&format!("alerts/{stage}/{image}"))
+    }
+
+    /// The digests waiting for an alert to clear or for time.
+    pub fn waiting(&self) -> Result<Repository, EvidenceError> {
+        self.repository("waiting")
+    }
+
+    /// The digests promoted into `stage`, by arrival in the stage before.
+    pub fn promoted(&self, stage: &StageName, image: &str) -> Result<Repository, EvidenceError> {
+        self.repository(&format!("promoted/{stage}/{image}"))
+    }
+}
+
+impl std::fmt::Display for StateRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.host, self.path)
+    }
+}
+
+/// One alert record as its tag describes it: decisions need no more than the listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub kind: SignalKind,
+    pub time: DateTime<Utc>,
+    /// The tag that holds the whole record ([`AlertLog::read`]).
+    pub tag: String,
+}
+
+/// The alert records of one image in one stage.
+#[derive(Clone, Copy)]
+pub struct AlertLog<'a> {
+    pub client: &'a RegistryClient,
+    pub repository: &'a Repository,
+}
+
+fn alert_tag(kind: SignalKind, time: DateTime<Utc>, source: &str, id: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        kind.as_str(),
+        format_time(time),
+        &event_hash(source, id)[..10]
+    )
+}
+
+fn parse_alert_tag(tag: &str) -> Option<AlertRecord> {
+    let mut parts = tag.split('.');
+    let (kind, time, _hash) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let kind: SignalKind = kind.parse().ok()?;
+    if !matches!(kind, SignalKind::AlertFiring | SignalKind::AlertClear) {
+        return None;
+    }
+    Some(AlertRecord {
+        kind,
+        time: parse_time(time)?,
+        tag: tag.to_owned(),
+    })
+}
+
+impl AlertLog<'_> {
+    /// Records an alert event under a tag of its own (redeliveries write the same tag again).
+    pub async fn record(
+        &self,
+        record: &SignalRecord,
+        kind: SignalKind,
+    ) -> Result<(), EvidenceError> {
+        let tag = alert_tag(kind, record.time, &record.event_source, &record.event_id);
+        let manifest = record_manifest(
+            &format!("{}:{tag}", self.repository),
+            Artifact {
+                artifact_type: SIGNAL_ARTIFACT_TYPE,
+                subject: None,
+                annotations: serde_json::json!({
+                    "org.opencontainers.image.created": record.time.to_rfc3339(),
+                    "dev.promoter.signal.type": record.kind,
+                }),
+            },
+            record,
+        )?;
+        put_empty_blob(self.client, self.repository, None).await?;
+        put_tags(self.client, self.repository, &manifest, &[&tag]).await?;
+        Ok(())
+    }
+
+    /// Every alert record kept: one listing of a repository that holds only what is live.
+    pub async fn list(&self) -> Result<Vec<AlertRecord>, EvidenceError> {
+        Ok(self
+            .client
+            .list_tags(self.repository)
+            .await?
+            .iter()
+            .filter_map(|tag| parse_alert_tag(tag))
+            .collect())
+    }
+
+    /// The whole record under `tag` (event id and source, for evidence and status).
+    pub async fn read(&self, tag: &str) -> Result<Option<SignalRecord>, EvidenceError> {
+        read_record(self.client, self.repository, tag).await
+    }
+
+    /// Deletes the records no decision can need any more: everything before the latest
+    /// `alert-firing` (the current state and the clock since the alert last cleared are decided
+    /// from it and what follows), and, with no firing at all, every clear but the latest.
+    /// Best-effort: see [`super::delete_entries`].
+    pub async fn compact(&self, records: &[AlertRecord]) {
+        let obsolete: Vec<&AlertRecord> = obsolete_alerts(records);
+        if obsolete.is_empty() {
+            return;
+        }
+        // An alert record's content (event id, source) is not in its tag: its digest is read.
+        let digests = futures::future::join_all(
+            obsolete
+                .iter()
+                .map(|r| self.client.head_manifest(self.repository, &r.tag)),
+        )
+        .await;
+        let digests: Vec<Digest> = digests
+            .into_iter()
+            .filter_map(|d| d.ok().flatten())
+            .collect();
+        delete_entries(self.client, self.repository, &digests).await;
+    }
+}
+
+/// The records of `records` that no decision needs (see [`AlertLog::compact`]).
+fn obsolete_alerts(records: &[AlertRecord]) -> Vec<&AlertRecord> {
+    let keep_from = records
+        .iter()
+        .filter(|r| r.kind == SignalKind::AlertFiring)
+        .map(|r| (r.time, &r.tag))
+        .max()
+        .or_else(|| records.iter().map(|r| (r.time, &r.tag)).max());
+    match keep_from {
+        None => Vec::new(),
+        Some(keep_from) => records
+            .iter()
+            .filter(|r| (r.time, &r.tag) < keep_from)
+            .collect(),
+    }
+}
+
+/// A digest waiting in a stage: what the waiting index holds under its tag. Its content depends
+/// only on what it names, so every instance writes the same bytes and can delete it by digest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WaitingEntry {
+    pub stage: String,
+    pub image: String,
+    pub digest: String,
+}
+
+impl WaitingEntry {
+    /// The key shared by every digest of `image` in `stage`.
+    pub fn group(stage: &str, image: &str) -> String {
+        short_hash(&[stage, image], 8)
+    }
+
+    fn tag(&self) -> Result<String, EvidenceError> {
+        let digest = Digest::try_from(self.digest.as_str()).map_err(|e| EvidenceError::Encode {
+            what: format!("waiting entry for {}", self.digest),
+            cause: e.to_string(),
+        })?;
+        Ok(format!(
+            "{}.{}",
+            WaitingEntry::group(&self.stage, &self.image),
+            digest.hex()
+        ))
+    }
+}
+
+/// One tag of the waiting index, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub group: String,
+    pub digest: Digest,
+    pub tag: String,
+}
+
+fn parse_waiting_tag(tag: &str) -> Option<Waiting> {
+    let (group, hex) = tag.split_once('.')?;
+    if group.len() != 16 || !group.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(Waiting {
+        group: group.to_owned(),
+        digest: Digest::try_from(format!("sha256:{hex}").as_str()).ok()?,
+        tag: tag.to_owned(),
+    })
+}
+
+/// The digests waiting for something other than a signal about themselves: an alert clearing
+/// for their image, or time. `alert-clear` and `reconcile` decide what is listed here.
+#[derive(Clone, Copy)]
+pub struct WaitingIndex<'a> {
+    pub client: &'a RegistryClient,
+    pub repository: &'a Repository,
+}
+
+fn waiting_manifest(
+    repository: &Repository,
+    entry: &WaitingEntry,
+) -> Result<(String, crate::registry::manifest::RawManifest), EvidenceError> {
+    let tag = entry.tag()?;
+    let manifest = record_manifest(
+        &format!("{repository}:{tag}"),
+        Artifact {
+            artifact_type: INDEX_ARTIFACT_TYPE,
+            subject: None,
+            annotations: serde_json::json!({}),
+        },
+        entry,
+    )?;
+    Ok((tag, manifest))
+}
+
+impl WaitingIndex<'_> {
+    pub async fn add(&self, entry: &WaitingEntry) -> Result<(), EvidenceError> {
+        let (tag, manifest) = waiting_manifest(self.repository, entry)?;
+        put_empty_blob(self.client, self.repository, None).await?;
+        put_tags(self.client, self.repository, &manifest, &[&tag]).await?;
+        Ok(())
+    }
+
+    /// Removes entries (best-effort: a stale entry costs the next `reconcile` one decision).
+    pub async fn remove(&self, entries: &[WaitingEntry]) {
+        let digests: Vec<Digest> = entries
+            .iter()
+            .filter_map(|e| waiting_manifest(self.repository, e).ok())
+            .map(|(_, manifest)| manifest.digest)
+            .collect();
+        delete_entries(self.client, self.repository, &digests).await;
+    }
+
+    /// Every entry, or only those of one image in one stage (`group`).
+    pub async fn list(&self, group: Option<&str>) -> Result<Vec<Waiting>, EvidenceError> {
+        Ok(self
+            .client
+            .list_tags(self.repository)
+            .await?
+            .iter()
+            .filter_map(|tag| parse_waiting_tag(tag))
+            .filter(|w| group.is_none_or(|g| w.group == g))
+            .collect())
+    }
+
+    /// The whole entry under a listed tag.
+    pub async fn read(&self, waiting: &Waiting) -> Result<Option<WaitingEntry>, EvidenceError> {
+        read_record(self.client, self.repository, &waiting.tag).await
+    }
+}
+
+/// A digest promoted into a stage, as the promoted index holds it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct PromotedEntry {
+    digest: String,
+    /// When it entered the stage it was promoted from, in milliseconds since the epoch.
+    arrived_ms: i64,
+}
+
+/// The newest digest promoted into a stage (for `select: newest`).
+#[derive(Clone, Copy)]
+pub struct PromotedIndex<'a> {
+    pub client: &'a RegistryClient,
+    pub repository: &'a Repository,
+}
+
+fn promoted_manifest(
+    repository: &Repository,
+    digest: &Digest,
+    arrived: DateTime<Utc>,
+) -> Result<(String, crate::registry::manifest::RawManifest), EvidenceError> {
+    let entry = PromotedEntry {
+        digest: digest.to_string(),
+        arrived_ms: arrived.timestamp_millis(),
+    };
+    let tag = format!("{:013}.{}", entry.arrived_ms.max(0), digest.hex());
+    let manifest = record_manifest(
+        &format!("{repository}:{tag}"),
+        Artifact {
+            artifact_type: INDEX_ARTIFACT_TYPE,
+            subject: None,
+            annotations: serde_json::json!({}),
+        },
+        &entry,
+    )?;
+    Ok((tag, manifest))
+}
+
+fn parse_promoted_tag(tag: &str) -> Option<(DateTime<Utc>, Digest)> {
+    let (ms, hex) = tag.split_once('.')?;
+    let time = DateTime::<Utc>::from_timestamp_millis(ms.parse().ok()?)?;
+    let digest = Digest::try_from(format!("sha256:{hex}").as_str()).ok()?;
+    Some((time, digest))
+}
+
+impl PromotedIndex<'_> {
+    /// Claims `digest`, which entered the from-stage at `arrived`, as promoted into the stage.
+    pub async fn claim(
+        &self,
+        digest: &Digest,
+        arrived: DateTime<Utc>,
+    ) -> Result<(), EvidenceError> {
+        let (tag, manifest) = promoted_manifest(self.repository, digest, arrived)?;
+        put_empty_blob(self.client, self.repository, None).await?;
+        put_tags(self.client, self.repository, &manifest, &[&tag]).await?;
+        Ok(())
+    }
+
+    /// Every claim, newest last.
+    pub async fn list(&self) -> Result<Vec<(DateTime<Utc>, Digest)>, EvidenceError> {
+        let mut claims: Vec<(DateTime<Utc>, Digest)> = self
+            .client
+            .list_tags(self.repository)
+            .await?
+            .iter()
+            .filter_map(|tag| parse_promoted_tag(tag))
+            .collect();
+        claims.sort();
+        Ok(claims)
+    }
+
+    /// Deletes every claim older than the newest of `claims` (best-effort).
+    pub async fn compact(&self, claims: &[(DateTime<Utc>, Digest)]) {
+        let Some(newest) = claims.iter().max() else {
+            return;
+        };
+        let digests: Vec<Digest> = claims
+            .iter()
+            .filter(|claim| *claim < newest)
+            .filter_map(|(time, digest)| promoted_manifest(self.repository, digest, *time).ok())
+            .map(|(_, manifest)| manifest.digest)
+            .collect();
+        delete_entries(self.client, self.repository, &digests).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp_millis(1_790_000_000_000 + ms).unwrap_or_default()
+    }
+
+    fn alert(kind: SignalKind, ms: i64, id: &str) -> AlertRecord {
+        let tag = alert_tag(kind, at(ms), "//m", id);
+        parse_alert_tag(&tag).unwrap_or_else(|| panic!("{tag} does not parse"))
+    }
+
+    #[test]
+    fn alert_tags_round_trip_and_fit_the_tag_grammar() {
+        for kind in [SignalKind::AlertFiring, SignalKind::AlertClear] {
+            let record = alert(kind, 123, "e");
+            assert_eq!((record.kind, record.time), (kind, at(123)));
+            assert!(crate::registry::Tag::try_from(record.tag.as_str()).is_ok());
+        }
+        assert_eq!(parse_alert_tag("1.2.4"), None);
+        assert_eq!(parse_alert_tag("test-passed.20261201T000000000Z.abc"), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_firing_and_what_follows() {
+        let records = vec![
+            alert(SignalKind::AlertClear, 1, "a"),
+            alert(SignalKind::AlertFiring, 2, "b"),
+            alert(SignalKind::AlertClear, 3, "c"),
+            alert(SignalKind::AlertFiring, 4, "d"),
+            alert(SignalKind::AlertClear, 5, "e"),
+            alert(SignalKind::AlertClear, 6, "f"),
+        ];
+        let obsolete: Vec<i64> = obsolete_alerts(&records)
+            .iter()
+            .map(|r| r.time.timestamp_millis() - at(0).timestamp_millis())
+            .collect();
+        assert_eq!(obsolete, vec![1, 2, 3]);
+        // Only clears: the latest stands for them all.
+        let clears = vec![
+            alert(SignalKind::AlertClear, 1, "a"),
+            alert(SignalKind::AlertClear, 2, "b"),
+        ];
+        assert_eq!(obsolete_alerts(&clears).len(), 1);
+        assert!(obsolete_alerts(&[]).is_empty());
+    }
+
+    #[test]
+    fn index_tags_round_trip() {
+        let digest = Digest::sha256_of(b"image");
+        let entry = WaitingEntry {
+            stage: "extended-test".into(),
+            image: "team/my-app".into(),
+            digest: digest.to_string(),
+        };
+        let tag = entry.tag().expect("tag");
+        assert!(
+            crate::registry::Tag::try_from(tag.as_str()).is_ok(),
+            "{tag}"
+        );
+        let listed = parse_waiting_tag(&tag).expect("parses");
+        assert_eq!(listed.digest, digest);
+        assert_eq!(
+            listed.group,
+            WaitingEntry::group("extended-test", "team/my-app")
+        );
+
+        let repository = Repository::new(
+            RegistryHost::try_from("r.example").expect("host"),
+            "promoter-state/promoted/prod/my-app",
+        )
+        .expect("repository");
+        let (tag, _) = promoted_manifest(&repository, &digest, at(5)).expect("claim");
+        assert!(
+            crate::registry::Tag::try_from(tag.as_str()).is_ok(),
+            "{tag}"
+        );
+        assert_eq!(parse_promoted_tag(&tag), Some((at(5), digest)));
+    }
+
+    #[test]
+    fn index_entries_are_the_same_bytes_whoever_writes_them() {
+        let repository = Repository::new(
+            RegistryHost::try_from("r.example").expect("host"),
+            "promoter-state/waiting",
+        )
+        .expect("repository");
+        let entry = WaitingEntry {
+            stage: "extended-test".into(),
+            image: "my-app".into(),
+            digest: Digest::sha256_of(b"x").to_string(),
+        };
+        let (_, a) = waiting_manifest(&repository, &entry).expect("manifest");
+        let (_, b) = waiting_manifest(&repository, &entry.clone()).expect("manifest");
+        assert_eq!(a.digest, b.digest);
+    }
+
+    #[test]
+    fn state_repositories_are_parsed_and_named() {
+        let state = StateRepository::parse("europe-west2-docker.pkg.dev/ops/promoter-state/")
+            .expect("parses");
+        let stage = StageName::try_from("extended-test").expect("stage");
+        assert_eq!(
+            state
+                .alerts(&stage, "team/my-app")
+                .expect("name")
+                .to_string(),
+            "europe-west2-docker.pkg.dev/ops/promoter-state/alerts/extended-test/team/my-app"
+        );
+        assert!(StateRepository::parse("no-path").is_err());
+        assert!(StateRepository::parse("r.example/UPPER").is_err());
+    }
+}

@@ -1,0 +1,492 @@
+//! Carrying out a plan with the job's clients: copy each digest that moves (with its referrers),
+//! record the promotion in the destination, announce it — and for every candidate say what
+//! became of it.
+//!
+//! Order matters for what a crash or a retry leaves behind. A digest is claimed in the
+//! destination's promoted index beside its copy, so a concurrent older candidate sees it; the
+//! promotion record and the `promoted` event follow the copy; the waiting index forgets a digest
+//! only once its announcement is out. A failure after the copy is never a refusal: the delivery
+//! is answered 503 and its redelivery finds the copy in place (DESIGN.md §7 "Announcing").
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::evidence::{
+    AlertLog, ArrivalRecord, DigestRecords, PromotedIndex, PromotionRecord, WaitingEntry,
+    WaitingIndex,
+};
+use crate::publish::{self, EvidenceRecord, TriggerRecord};
+use crate::registry::copy::Progress;
+use crate::registry::manifest::Descriptor;
+use crate::registry::{Copier, CopyOptions, CopyReport, ImageRef, RegistryError};
+use crate::rules::{self, Gate, Select, Skip, Verdict};
+
+use super::job::Job;
+use super::outcome::{CandidateOutcome, Fate, PromoteError};
+use super::plan::{Found, Plan, PromotionPlan, pending_reason};
+use super::service::Service;
+
+/// What executing a plan came to.
+pub struct Executed {
+    pub outcomes: Vec<CandidateOutcome>,
+    /// Candidates whose every fate in the plan is final.
+    pub finished: Vec<usize>,
+}
+
+impl Service {
+    /// Executes `plan`: each promotion's candidates, in the order its `select` says.
+    pub(super) async fn execute(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        trigger: &TriggerRecord,
+    ) -> Result<Executed, PromoteError> {
+        let mut outcomes = Vec::new();
+        let mut finished = vec![true; plan.found.len()];
+        for promotion_plan in &plan.promotions {
+            let fates = self
+                .execute_promotion(job, plan, promotion_plan, trigger)
+                .await?;
+            for (i, fate) in fates.into_iter().enumerate() {
+                finished[i] &= fate.is_final();
+                let found = &plan.found[i];
+                outcomes.push(CandidateOutcome {
+                    digest: found.digest.to_string(),
+                    tag: found.tag.as_ref().map(|t| t.to_string()),
+                    from_stage: plan.place.stage.to_string(),
+                    to_stage: promotion_plan.promotion.to().to_string(),
+                    fate,
+                });
+            }
+        }
+        Ok(Executed {
+            outcomes,
+            finished: finished
+                .iter()
+                .enumerate()
+                .filter(|(_, done)| **done)
+                .map(|(i, _)| i)
+                .collect(),
+        })
+    }
+
+    async fn execute_promotion(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        promotion_plan: &PromotionPlan<'_>,
+        trigger: &TriggerRecord,
+    ) -> Result<Vec<Fate>, PromoteError> {
+        let promotion = promotion_plan.promotion;
+        let mut fates: Vec<Option<Fate>> = promotion_plan
+            .verdicts
+            .iter()
+            .zip(&plan.found)
+            .map(|(verdict, found)| match verdict {
+                Verdict::Move | Verdict::AlreadyPromoted => None,
+                Verdict::Pending(gate) => {
+                    let (missing, not_before, reason) = pending_reason(promotion, gate);
+                    Some(Fate::Pending {
+                        missing,
+                        not_before,
+                        reason,
+                    })
+                }
+                Verdict::Superseded { by } => Some(Fate::Superseded {
+                    by: by.to_string(),
+                    reason: format!(
+                        "{} holds {by}, which entered {} after {}: an older version never follows a newer one",
+                        promotion_plan.destination,
+                        promotion.from(),
+                        found.digest
+                    ),
+                }),
+                Verdict::Skipped(skip) => Some(Fate::Skipped {
+                    reason: skip_reason(plan, promotion_plan, found, skip),
+                }),
+            })
+            .collect();
+
+        for (i, verdict) in promotion_plan.verdicts.iter().enumerate() {
+            if *verdict == Verdict::AlreadyPromoted {
+                fates[i] = Some(
+                    self.announce_again(job, plan, promotion_plan, &plan.found[i])
+                        .await?,
+                );
+            }
+        }
+        let order = rules::move_order(
+            promotion,
+            &promotion_plan.candidates,
+            &promotion_plan.verdicts,
+        );
+        let mut winner: Option<String> = None;
+        for i in order {
+            if let Some(by) = &winner {
+                fates[i] = Some(Fate::Superseded {
+                    by: by.clone(),
+                    reason: format!(
+                        "{by} entered {} after {} and was promoted to {} instead (select: newest)",
+                        promotion.from(),
+                        plan.found[i].digest,
+                        promotion.to()
+                    ),
+                });
+                continue;
+            }
+            let candidate = &promotion_plan.candidates[i];
+            let gate = &candidate.gate;
+            let fate = self
+                .promote_one(job, plan, promotion_plan, &plan.found[i], gate, trigger)
+                .await?;
+            if matches!(fate, Fate::Promoted { .. }) && promotion.select() == Select::Newest {
+                winner = Some(plan.found[i].digest.to_string());
+            }
+            fates[i] = Some(fate);
+        }
+        Ok(fates
+            .into_iter()
+            .map(|fate| {
+                fate.unwrap_or_else(|| Fate::Skipped {
+                    reason: "not decided".into(),
+                })
+            })
+            .collect())
+    }
+
+    /// Copies one digest whose gate is open, records the promotion and announces it.
+    async fn promote_one(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        promotion_plan: &PromotionPlan<'_>,
+        found: &Found,
+        gate: &Gate,
+        trigger: &TriggerRecord,
+    ) -> Result<Fate, PromoteError> {
+        let promotion = promotion_plan.promotion;
+        let (Some(tag), Some(subject)) = (&found.tag, &found.subject) else {
+            return Ok(Fate::Skipped {
+                reason: "no version tag or manifest for the digest".into(),
+            });
+        };
+        let place = &plan.place;
+        let destination_repository = &promotion_plan.destination;
+        let source = ImageRef {
+            repository: place.repository.clone(),
+            tag: None,
+            digest: Some(found.digest.clone()),
+        };
+        let destination = ImageRef {
+            repository: destination_repository.clone(),
+            tag: Some(tag.clone()),
+            digest: None,
+        };
+        let source_client = job.client(&place.repository)?;
+        let destination_client = job.client(destination_repository)?;
+        let index_repository = self.state.promoted(promotion.to(), &place.image_name)?;
+        let index = PromotedIndex {
+            client: job.client(&index_repository)?,
+            repository: &index_repository,
+        };
+        let destination_records = DigestRecords {
+            client: destination_client,
+            repository: destination_repository,
+        };
+        let arrived_at = found
+            .arrival
+            .as_ref()
+            .map(|a| a.time)
+            .unwrap_or_else(|| self.now());
+
+        let copier = Copier {
+            source: source_client,
+            destination: destination_client,
+            options: CopyOptions::default(),
+            progress: Arc::new(Progress::default()),
+        };
+        // Claimed beside the copy: a concurrent decision for an older digest of this image sees
+        // the claim and stands down.
+        let (copied, claimed, prepared) = tokio::join!(
+            copier.copy(&source, &destination),
+            index.claim(&found.digest, arrived_at),
+            destination_records.prepare(Some(&place.repository)),
+        );
+        let report = match copied {
+            Ok(report) => report,
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Fate::Skipped {
+                    reason: format!("copying to {destination} failed: {error}"),
+                });
+            }
+        };
+        claimed?;
+        prepared?;
+
+        // Another instance may have promoted a newer digest of this image while this one was
+        // copying: then this one is not announced, so the stage never steps back in time.
+        let claims = index.list().await?;
+        if let Some((_, newest)) = claims.last()
+            && newest != &found.digest
+            && destination_client
+                .head_manifest(destination_repository, newest.as_str())
+                .await?
+                .is_some()
+        {
+            return Ok(Fate::Superseded {
+                by: newest.to_string(),
+                reason: format!(
+                    "{newest} was promoted to {} at the same moment and entered {} later: {} was copied but not announced",
+                    promotion.to(),
+                    promotion.from(),
+                    found.digest
+                ),
+            });
+        }
+
+        let satisfied_by = match gate {
+            Gate::Open { satisfied_by } => satisfied_by.clone(),
+            _ => Vec::new(),
+        };
+        let evidence = self.evidence_records(job, plan, &satisfied_by).await?;
+        let now = self.now();
+        let record = PromotionRecord {
+            image: destination.to_string(),
+            digest: found.digest.to_string(),
+            source_image: ImageRef {
+                tag: Some(tag.clone()),
+                ..source.clone()
+            }
+            .to_string(),
+            from_stage: promotion.from().to_string(),
+            to_stage: promotion.to().to_string(),
+            trigger: trigger.clone(),
+            evidence,
+            identity: self.identity_name().await,
+            time: now,
+        };
+        let arrival = ArrivalRecord {
+            time: now,
+            digest: found.digest.to_string(),
+            tag: Some(tag.to_string()),
+            how: format!("promoted from {}", promotion.from()),
+        };
+        // The copy's top manifest is the subject: the same bytes in both stages.
+        let subject = Descriptor {
+            media_type: report.media_type.clone(),
+            digest: found.digest.to_string(),
+            size: report.manifest_size.max(subject.size),
+            artifact_type: None,
+            annotations: None,
+            platform: None,
+            urls: None,
+        };
+        let waits_there = self.waits_in(promotion.to());
+        let waiting_repository = self.state.waiting()?;
+        let recorded = async {
+            destination_records
+                .record_promotion(&found.digest, &subject, &record, &arrival)
+                .await?;
+            if waits_there {
+                // The digest now waits in the destination for the gates out of it that an
+                // alert or time can open.
+                WaitingIndex {
+                    client: job.client(&waiting_repository)?,
+                    repository: &waiting_repository,
+                }
+                .add(&WaitingEntry {
+                    stage: promotion.to().to_string(),
+                    image: place.image_name.clone(),
+                    digest: found.digest.to_string(),
+                })
+                .await?;
+            }
+            Ok::<_, PromoteError>(())
+        };
+        let (recorded, announced) = tokio::join!(
+            recorded,
+            self.announce_promotion(&record, &report, destination_repository)
+        );
+        recorded?;
+        announced?;
+        index.compact(&claims).await;
+        Ok(Fate::Promoted {
+            image: destination.to_string(),
+            copy: report,
+        })
+    }
+
+    /// A digest the destination already holds with its promotion record: completes the copy
+    /// (referrers added since) and announces it again under the same id, in case the first
+    /// announcement did not go out.
+    async fn announce_again(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        promotion_plan: &PromotionPlan<'_>,
+        found: &Found,
+    ) -> Result<Fate, PromoteError> {
+        let Some(tag) = &found.tag else {
+            return Ok(Fate::Skipped {
+                reason: "no version tag for the digest".into(),
+            });
+        };
+        let destination_repository = &promotion_plan.destination;
+        let destination = ImageRef {
+            repository: destination_repository.clone(),
+            tag: Some(tag.clone()),
+            digest: None,
+        };
+        let source = ImageRef {
+            repository: plan.place.repository.clone(),
+            tag: None,
+            digest: Some(found.digest.clone()),
+        };
+        let destination_client = job.client(destination_repository)?;
+        let copier = Copier {
+            source: job.client(&plan.place.repository)?,
+            destination: destination_client,
+            options: CopyOptions::default(),
+            progress: Arc::new(Progress::default()),
+        };
+        let (report, record) = futures::future::try_join(
+            async {
+                copier
+                    .copy(&source, &destination)
+                    .await
+                    .map_err(PromoteError::from)
+            },
+            async {
+                DigestRecords {
+                    client: destination_client,
+                    repository: destination_repository,
+                }
+                .promotion(&found.digest)
+                .await
+                .map_err(PromoteError::from)
+            },
+        )
+        .await?;
+        if let Some(record) = record {
+            self.announce_promotion(&record, &report, destination_repository)
+                .await?;
+        }
+        Ok(Fate::AlreadyPromoted {
+            image: destination.to_string(),
+            copy: report,
+        })
+    }
+
+    /// The evidence of a promotion: each record that satisfied the gate, with its event's id
+    /// (an alert record is read for it; a digest signal's is known).
+    async fn evidence_records(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        satisfied_by: &[rules::Record],
+    ) -> Result<Vec<EvidenceRecord>, PromoteError> {
+        let alerts_repository = self
+            .state
+            .alerts(&plan.place.stage, &plan.place.image_name)?;
+        futures::future::try_join_all(satisfied_by.iter().map(|record| {
+            let alerts_repository = &alerts_repository;
+            async move {
+                let is_alert_tag = plan.alerts.iter().any(|a| a.tag == record.event_id);
+                let id = if is_alert_tag {
+                    AlertLog {
+                        client: job.client(alerts_repository)?,
+                        repository: alerts_repository,
+                    }
+                    .read(&record.event_id)
+                    .await?
+                    .map(|r| r.event_id)
+                    .unwrap_or_else(|| record.event_id.clone())
+                } else {
+                    record.event_id.clone()
+                };
+                Ok::<_, PromoteError>(EvidenceRecord {
+                    kind: record.kind.to_string(),
+                    id,
+                    time: record.time,
+                })
+            }
+        }))
+        .await
+    }
+
+    /// Publishes `promoted` for a recorded promotion. Its id depends only on the destination
+    /// and the digest, so every announcement of one promotion carries one id.
+    async fn announce_promotion(
+        &self,
+        record: &PromotionRecord,
+        report: &CopyReport,
+        destination_repository: &crate::registry::Repository,
+    ) -> Result<(), PromoteError> {
+        let Some(publisher) = &self.publisher else {
+            return Ok(());
+        };
+        let announcement = publish::Promoted {
+            image: record.image.clone(),
+            digest: record.digest.clone(),
+            source_image: record.source_image.clone(),
+            from_stage: record.from_stage.clone(),
+            to_stage: record.to_stage.clone(),
+            trigger: record.trigger.clone(),
+            evidence: record.evidence.clone(),
+            copy: report.clone(),
+            destination_repository: destination_repository.to_string(),
+        };
+        let failed = |source| PromoteError::Announce {
+            image: record.image.clone(),
+            topic: publisher.topic().to_owned(),
+            source,
+        };
+        let event = announcement
+            .to_event(&self.event_source, Utc::now())
+            .map_err(failed)?;
+        publisher
+            .publish_event(&event)
+            .await
+            .map(|_| ())
+            .map_err(failed)
+    }
+}
+
+fn skip_reason(
+    plan: &Plan<'_>,
+    promotion_plan: &PromotionPlan<'_>,
+    found: &Found,
+    skip: &Skip,
+) -> String {
+    let promotion = promotion_plan.promotion;
+    match skip {
+        Skip::Gone => format!(
+            "{}@{} is no longer in stage {} (deleted)",
+            plan.place.repository, found.digest, plan.place.stage
+        ),
+        Skip::NoTag => format!(
+            "no signal named {} by a tag, so there is no version to promote it under; send one naming {}:TAG",
+            found.digest, plan.place.repository
+        ),
+        Skip::Blocked(by) => format!(
+            "promotion {} -> {} of {} is blocked for good by {} (recorded {})",
+            promotion.from(),
+            promotion.to(),
+            found.digest,
+            by.kind,
+            by.time.to_rfc3339()
+        ),
+        Skip::TagConflict { existing } => RegistryError::TagConflict {
+            image: format!(
+                "{}:{}",
+                promotion_plan.destination,
+                found.tag.as_ref().map(|t| t.as_str()).unwrap_or_default()
+            ),
+            existing: existing.clone(),
+            wanted: found.digest.clone(),
+        }
+        .to_string(),
+    }
+}
