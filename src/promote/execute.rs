@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use crate::events::SignalKind;
 use crate::evidence::{
     AlertLog, ArrivalRecord, DigestRecords, PromotedIndex, PromotionRecord, WaitingEntry,
     WaitingIndex,
@@ -36,17 +37,25 @@ pub struct Executed {
 
 impl Service {
     /// Executes `plan`: each promotion's candidates, in the order its `select` says.
+    ///
+    /// `opened_by` is the digest signal being handled (`None` for an alert clearing or a
+    /// reconcile): a digest already promoted is announced again only when that signal could
+    /// have opened its gate, so a redelivery after a lost announcement announces, and a failed
+    /// test arriving after the promotion does not.
     pub(super) async fn execute(
         &self,
         job: &Job,
         plan: &Plan<'_>,
         trigger: &TriggerRecord,
+        opened_by: Option<SignalKind>,
     ) -> Result<Executed, PromoteError> {
         let mut outcomes = Vec::new();
         let mut finished = vec![true; plan.found.len()];
         for promotion_plan in &plan.promotions {
+            let announce_again =
+                opened_by.is_none_or(|kind| promotion_plan.promotion.require().contains(&kind));
             let fates = self
-                .execute_promotion(job, plan, promotion_plan, trigger)
+                .execute_promotion(job, plan, promotion_plan, trigger, announce_again)
                 .await?;
             for (i, fate) in fates.into_iter().enumerate() {
                 finished[i] &= fate.is_final();
@@ -77,6 +86,7 @@ impl Service {
         plan: &Plan<'_>,
         promotion_plan: &PromotionPlan<'_>,
         trigger: &TriggerRecord,
+        announce_again: bool,
     ) -> Result<Vec<Fate>, PromoteError> {
         let promotion = promotion_plan.promotion;
         let mut fates: Vec<Option<Fate>> = promotion_plan
@@ -110,10 +120,23 @@ impl Service {
 
         for (i, verdict) in promotion_plan.verdicts.iter().enumerate() {
             if *verdict == Verdict::AlreadyPromoted {
-                fates[i] = Some(
+                fates[i] = Some(if announce_again {
                     self.announce_again(job, plan, promotion_plan, &plan.found[i])
-                        .await?,
-                );
+                        .await?
+                } else {
+                    Fate::AlreadyPromoted {
+                        image: format!(
+                            "{}:{}",
+                            promotion_plan.destination,
+                            plan.found[i]
+                                .tag
+                                .as_ref()
+                                .map(|t| t.as_str())
+                                .unwrap_or_default()
+                        ),
+                        copy: None,
+                    }
+                });
             }
         }
         let order = rules::move_order(
@@ -375,7 +398,7 @@ impl Service {
         }
         Ok(Fate::AlreadyPromoted {
             image: destination.to_string(),
-            copy: report,
+            copy: Some(report),
         })
     }
 

@@ -41,9 +41,13 @@ impl Decision {
 pub enum Fate {
     /// Copied, recorded and announced.
     Promoted { image: String, copy: CopyReport },
-    /// The destination already held it with its promotion record; announced again under the
-    /// same id.
-    AlreadyPromoted { image: String, copy: CopyReport },
+    /// The destination already held it with its promotion record. `copy` is set when it was
+    /// announced again (under the same id) because the signal could have opened its gate: a
+    /// redelivery after a lost announcement.
+    AlreadyPromoted {
+        image: String,
+        copy: Option<CopyReport>,
+    },
     /// Its gate waits.
     Pending {
         missing: Vec<String>,
@@ -76,9 +80,7 @@ impl Fate {
     pub fn reason(&self) -> String {
         match self {
             Fate::Promoted { image, copy } => format!("promoted {} to {image}", copy.source),
-            Fate::AlreadyPromoted { image, copy } => {
-                format!("{image} already holds {}", copy.digest)
-            }
+            Fate::AlreadyPromoted { image, .. } => format!("{image} already holds it"),
             Fate::Pending { reason, .. }
             | Fate::Superseded { reason, .. }
             | Fate::Skipped { reason } => reason.clone(),
@@ -253,7 +255,7 @@ impl Answer {
             Fate::AlreadyPromoted { image, copy } => {
                 self.decision = Decision::AlreadyPromoted;
                 self.image = Some(image.clone());
-                self.copy = Some(copy.clone());
+                self.copy = copy.clone();
             }
             Fate::Pending {
                 missing,

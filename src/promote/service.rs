@@ -428,7 +428,10 @@ impl Service {
                 .plan(&job, &place, &promotions, vec![known.clone()], self.now())
                 .await?;
             if plan.acts() {
-                Ok::<_, PromoteError>(Some(self.execute(&job, &plan, &trigger).await?))
+                Ok::<_, PromoteError>(Some(
+                    self.execute(&job, &plan, &trigger, Some(signal.kind))
+                        .await?,
+                ))
             } else {
                 Ok(None)
             }
@@ -441,7 +444,8 @@ impl Service {
                 let plan = self
                     .plan(&job, &place, &promotions, vec![known], self.now())
                     .await?;
-                self.execute(&job, &plan, &trigger).await?
+                self.execute(&job, &plan, &trigger, Some(signal.kind))
+                    .await?
             }
         };
         if indexed && !executed.finished.is_empty() && self.plan_covers_waiting(&place, &promotions)
@@ -575,7 +579,7 @@ impl Service {
         let plan = self
             .plan(job, place, promotions, candidates, self.now())
             .await?;
-        let executed = self.execute(job, &plan, trigger).await?;
+        let executed = self.execute(job, &plan, trigger, None).await?;
         if self.plan_covers_waiting(place, promotions) {
             let finished: Vec<WaitingEntry> = executed
                 .finished

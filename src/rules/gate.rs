@@ -89,8 +89,16 @@ pub fn evaluate(promotion: &Promotion, evidence: &Evidence, now: DateTime<Utc>) 
         }
     };
 
-    if let Some(by) = promotion.block_on().iter().find_map(|&k| standing(k)) {
-        return Gate::Blocked { by: by.clone() };
+    // A block by a signal about the digest (a failed test) is for good; one by an alert lasts
+    // until it clears. When both stand, the one for good is the answer.
+    let mut blocks: Vec<&Record> = promotion
+        .block_on()
+        .iter()
+        .filter_map(|&k| standing(k))
+        .collect();
+    blocks.sort_by_key(|r| is_alert(r.kind));
+    if let Some(by) = blocks.first() {
+        return Gate::Blocked { by: (*by).clone() };
     }
 
     let mut satisfied_by = Vec::new();
@@ -301,6 +309,21 @@ mod tests {
         for gate in gates {
             assert_eq!(gate, Gate::Blocked { by: failed.clone() });
         }
+    }
+
+    #[test]
+    fn a_failed_test_is_the_block_even_while_an_alert_fires() {
+        let failed = record(TestFailed, "failed", 2);
+        let gates = replay(
+            &to_prod(None),
+            &[
+                record(AlertFiring, "firing", 1),
+                failed.clone(),
+                record(SoakComplete, "soak", 3),
+            ],
+        );
+        assert_eq!(gates[1], Gate::Blocked { by: failed.clone() });
+        assert_eq!(gates[2], Gate::Blocked { by: failed });
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod copy;
 mod faults;
 mod gates;
+mod history;
 mod identity;
 mod push_auth;
 mod service;

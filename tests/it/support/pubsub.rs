@@ -104,6 +104,8 @@ impl Drop for PubSubFake {
 /// A message promoter published.
 #[derive(Debug, Clone)]
 pub struct Published {
+    /// The fake numbers messages as it receives them (`m0`, `m1`, ...).
+    pub message_id: String,
     pub attributes: std::collections::HashMap<String, String>,
     pub data: serde_json::Value,
     pub ordering_key: String,
@@ -148,6 +150,7 @@ impl Collector {
                             let data = serde_json::from_slice(&message.data)
                                 .unwrap_or(serde_json::Value::Null);
                             let _ = sender.send(Published {
+                                message_id: message.message_id,
                                 attributes: message.attributes,
                                 data,
                                 ordering_key: message.ordering_key,
