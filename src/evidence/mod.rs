@@ -220,9 +220,13 @@ async fn put_empty_blob(
         match client.mount_blob(repository, &digest, from).await {
             Ok(MountOutcome::Mounted) => return Ok(()),
             Ok(MountOutcome::UploadAt(location)) => {
-                let body = reqwest::Body::from(Bytes::from_static(EMPTY_CONFIG));
                 return client
-                    .put_blob(&location, &digest, EMPTY_CONFIG.len() as u64, body)
+                    .upload_blob_bytes(
+                        repository,
+                        &digest,
+                        Bytes::from_static(EMPTY_CONFIG),
+                        Some(location),
+                    )
                     .await;
             }
             Err(error) if error.is_transient() => return Err(error),

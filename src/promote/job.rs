@@ -3,7 +3,6 @@
 //! promotion costs one token handshake per registry (DESIGN.md §4: a fresh token per job).
 
 use crate::registry::auth::IdentityChoice;
-use crate::registry::client::scope;
 use crate::registry::{RegistryClient, RegistryError, RegistryHost, Repository, Transport};
 
 /// How a job uses a repository, as token scope actions.
@@ -40,18 +39,13 @@ impl Job {
         hosts.sort_by_key(|h| h.as_str());
         hosts.dedup();
         let clients = futures::future::try_join_all(hosts.into_iter().map(|host| async move {
-            let credential = identity.resolve(host).await?;
-            let mut scopes: Vec<String> = repositories
+            let scopes: Vec<(&Repository, &str)> = repositories
                 .iter()
                 .filter(|(r, _)| &r.registry == host)
-                .map(|(r, access)| scope(r, access.actions()))
+                .map(|(r, access)| (r, access.actions()))
                 .collect();
-            scopes.sort();
-            scopes.dedup();
-            Ok::<_, RegistryError>((
-                host.clone(),
-                transport.client(host.clone(), credential, scopes),
-            ))
+            let client = transport.registry_client(identity, host, &scopes).await?;
+            Ok::<_, RegistryError>((host.clone(), client))
         }))
         .await?;
         Ok(Job { clients })

@@ -1,11 +1,12 @@
-//! The exact-copy engine (DESIGN.md §3): the same top-level digest, every platform, every child
-//! manifest and blob, raw bytes, plus what refers to the image (OCI 1.1 referrers and cosign
-//! `sha256-<hex>.sig|.att|.sbom` tags).
+//! The exact-copy engine: the same top-level digest, every platform, every child manifest and
+//! blob, raw bytes, plus what refers to the image (OCI 1.1 referrers, through the API or the
+//! `sha256-<hex>` fallback tag, and cosign's `sha256-<hex>.sig|.att|.sbom` tags).
 //!
 //! Order of writes is what makes a copy safe to interrupt and repeat: blobs first, then child
-//! manifests by digest, then the top manifest by digest, and the tag last. A destination tag is
-//! therefore never visible before everything it names is there, and a second run moves only what
-//! is missing (a manifest the destination has implies its blobs).
+//! manifests by digest, then what refers to the image, and the tagged top manifest last. A
+//! destination tag is therefore never visible before everything it names and everything that
+//! signs it is there, and a second run moves only what is missing (a manifest the destination
+//! has implies its blobs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -47,7 +48,7 @@ impl Default for CopyOptions {
     }
 }
 
-/// What a copy did: the JSON output of DESIGN.md §2.
+/// What a copy did: the JSON output of `copy`, `promote` and `p2p promote`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CopyReport {
     pub source: String,
@@ -98,6 +99,24 @@ enum BlobOutcome {
     Skipped,
     Mounted,
     Copied,
+}
+
+/// What is left of a manifest's copy once everything below it is in place.
+struct Below {
+    /// The destination lacks the manifest itself.
+    top_missing: bool,
+    /// The registry said it indexes pushed manifests' `subject` itself (`OCI-Subject`).
+    registry_tracks_subject: bool,
+}
+
+/// What refers to one subject in the source, looked up by name.
+struct Found {
+    /// cosign's `sha256-<hex>.sig|.att|.sbom` tags that exist, with their manifests.
+    cosign: Vec<(String, RawManifest)>,
+    /// Referrers from the API and the fallback tag, promoter's own records left out.
+    referrers: Vec<Descriptor>,
+    /// The source's `sha256-<hex>` fallback tag, when it is a referrers index.
+    source_index: Option<RawManifest>,
 }
 
 /// One copy job: a source and a destination registry client, each with its own identity.
@@ -154,23 +173,24 @@ impl Copier<'_> {
             _ => false,
         };
 
-        // The image and what refers to it go up side by side: a signature may land a moment
-        // before the tag it signs, never the tag before its own manifests.
+        // Everything below the image's top manifest and what refers to it go up side by side;
+        // the top goes up under its tag only once both are there. A signature may land a
+        // moment before the tag it signs, never the tag before its manifests or signatures:
+        // when the referrers cannot be listed, the tag is not written.
         let mut counts = Counts::default();
         let mut referrer_counts = Counts::default();
         let image = async {
             if already_present {
-                return Ok(false);
+                return Ok(None);
             }
-            let tag = destination.tag.as_ref().map(|t| t.as_str());
-            self.copy_tree(
+            self.copy_below(
                 &source.repository,
                 &destination.repository,
                 &top,
-                tag,
                 &mut counts,
             )
             .await
+            .map(Some)
         };
         let referrers = async {
             if !self.options.referrers {
@@ -185,8 +205,13 @@ impl Copier<'_> {
             .await
         };
         let (image, referrers) = tokio::join!(image, referrers);
-        image?;
+        let below = image?;
         referrers?;
+        if let Some(below) = below {
+            let tag = destination.tag.as_ref().map(|t| t.as_str());
+            self.put_top(&destination.repository, &top, tag, &below)
+                .await?;
+        }
         counts.referrers_copied = referrer_counts.referrers_copied;
         Ok(CopyReport {
             source: source.to_string(),
@@ -251,10 +276,9 @@ impl Copier<'_> {
     }
 
     /// Copies a manifest and everything below it: blobs, then child manifests by digest, then the
-    /// manifest itself under `reference` (a tag; its digest when `None`). A manifest the
-    /// destination already has is complete there (the registry checked its references when it
-    /// was pushed), so its subtree is skipped. Returns whether the registry said it indexes the
-    /// pushed manifests' `subject` itself (OCI 1.1 `OCI-Subject` header).
+    /// manifest itself under `reference` (a tag; its digest when `None`). Returns whether the
+    /// registry said it indexes the pushed manifests' `subject` itself (OCI 1.1 `OCI-Subject`
+    /// header).
     async fn copy_tree(
         &self,
         from: &Repository,
@@ -263,6 +287,20 @@ impl Copier<'_> {
         reference: Option<&str>,
         counts: &mut Counts,
     ) -> Result<bool, RegistryError> {
+        let below = self.copy_below(from, to, manifest, counts).await?;
+        self.put_top(to, manifest, reference, &below).await
+    }
+
+    /// Copies everything below a manifest: blobs, then child manifests by digest. A manifest
+    /// the destination already has is complete there (the registry checked its references when
+    /// it was pushed), so its subtree is skipped.
+    async fn copy_below(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        manifest: &RawManifest,
+        counts: &mut Counts,
+    ) -> Result<Below, RegistryError> {
         let (manifests, blobs) = self.collect(from, to, manifest.clone(), 0).await?;
         counts.manifests += manifests.len() as u64;
         counts.blobs_total += blobs.len() as u64;
@@ -288,11 +326,17 @@ impl Copier<'_> {
                 BlobOutcome::Copied => counts.blobs_copied += 1,
             }
         }
+        let top_missing = manifests.iter().any(|m| m.digest == manifest.digest);
         if self.options.dry_run {
-            return Ok(false);
+            return Ok(Below {
+                top_missing,
+                registry_tracks_subject: false,
+            });
         }
-        let (top, below): (Vec<&RawManifest>, Vec<&RawManifest>) =
-            manifests.iter().partition(|m| m.digest == manifest.digest);
+        let below: Vec<&RawManifest> = manifests
+            .iter()
+            .filter(|m| m.digest != manifest.digest)
+            .collect();
         // Image manifests depend on blobs only: they go up together. Indexes follow in the order
         // `collect` listed them (children first).
         let (images, indexes): (Vec<&RawManifest>, Vec<&RawManifest>) =
@@ -311,16 +355,31 @@ impl Copier<'_> {
                 .await?
                 .registry_tracks_subject;
         }
-        // The manifest itself last, under its tag when it has one (a tag PUT stores it by digest
-        // too). When the destination already had it by digest, only the tag is missing.
-        if !top.is_empty() || reference.is_some() {
-            let reference = reference.unwrap_or(manifest.digest.as_str());
-            registry_tracks_subject |= self
-                .destination
-                .put_manifest(to, reference, manifest)
-                .await?
-                .registry_tracks_subject;
+        Ok(Below {
+            top_missing,
+            registry_tracks_subject,
+        })
+    }
+
+    /// Writes the manifest itself, last, under its tag when it has one (a tag PUT stores it by
+    /// digest too). When the destination already had it by digest, only the tag is missing.
+    async fn put_top(
+        &self,
+        to: &Repository,
+        manifest: &RawManifest,
+        reference: Option<&str>,
+        below: &Below,
+    ) -> Result<bool, RegistryError> {
+        let mut registry_tracks_subject = below.registry_tracks_subject;
+        if self.options.dry_run || !(below.top_missing || reference.is_some()) {
+            return Ok(registry_tracks_subject);
         }
+        let reference = reference.unwrap_or(manifest.digest.as_str());
+        registry_tracks_subject |= self
+            .destination
+            .put_manifest(to, reference, manifest)
+            .await?
+            .registry_tracks_subject;
         Ok(registry_tracks_subject)
     }
 
@@ -455,7 +514,7 @@ impl Copier<'_> {
         let mut upload_location = None;
         if mountable {
             // Any refusal (202 with a session, 401/403 without pull on the source, 404) falls
-            // back to an upload (NOTES.md: oci-client treats the legal 202 as an error).
+            // back to an upload (a 202 with a session is legal: the registry chose not to mount).
             match self.destination.mount_blob(to, digest, from).await {
                 Ok(MountOutcome::Mounted) => return Ok(BlobOutcome::Mounted),
                 Ok(MountOutcome::UploadAt(location)) => upload_location = Some(location),
@@ -469,65 +528,66 @@ impl Copier<'_> {
     }
 
     /// Streams a blob from source to destination with bounded memory: the GET's body is the
-    /// PUT's body, chunk by chunk. A failure anywhere restarts this blob in a new session.
+    /// PUT's body, chunk by chunk. This is the blob's one retry loop: each attempt is a new
+    /// upload session (or the one a refused mount opened, first), a new GET and one PUT, each
+    /// sent once.
     async fn stream_blob(
         &self,
         from: &Repository,
         to: &Repository,
         digest: &Digest,
         size: u64,
-        mut upload_location: Option<String>,
+        upload_location: Option<String>,
     ) -> Result<(), RegistryError> {
-        let policy = self.destination.retry_policy().clone();
-        let mut attempt = 0;
-        loop {
-            let sent = Arc::new(AtomicU64::new(0));
-            let result = async {
-                let location = match upload_location.take() {
-                    Some(location) => location,
-                    None => self.destination.start_upload(to).await?,
-                };
-                let response = self.source.get_blob(from, digest).await?;
-                let progress = self.progress.clone();
-                let sent_in_stream = sent.clone();
-                let stream = response.bytes_stream().inspect_ok(move |chunk| {
-                    progress
-                        .bytes_copied
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    sent_in_stream.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                });
-                self.destination
-                    .put_blob(&location, digest, size, reqwest::Body::wrap_stream(stream))
-                    .await
-            }
-            .await;
-            match result {
-                Ok(()) => return Ok(()),
-                Err(error) => {
+        let what = format!("copy blob {digest} from {from} to {to}");
+        let upload_location = &upload_location;
+        // The streamed PUT cannot answer an auth challenge (its body is gone), so a 401 there,
+        // a token that expired during a long copy, gets one more attempt: that attempt's first
+        // request meets the challenge and asks for a new token.
+        let retryable = |error: &RegistryError, attempt: u32| {
+            error.retry_now()
+                || (attempt == 1 && matches!(error, RegistryError::Unauthorized { .. }))
+        };
+        self.destination
+            .retry_policy()
+            .run(&what, retryable, move |attempt| async move {
+                let sent = Arc::new(AtomicU64::new(0));
+                let result = async {
+                    let location = match upload_location {
+                        Some(location) if attempt == 1 => location.clone(),
+                        _ => self.destination.start_upload(to).await?,
+                    };
+                    let response = self.source.get_blob(from, digest).await?;
+                    let progress = self.progress.clone();
+                    let sent_in_stream = sent.clone();
+                    let stream = response.bytes_stream().inspect_ok(move |chunk| {
+                        progress
+                            .bytes_copied
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        sent_in_stream.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    });
+                    self.destination
+                        .put_blob(&location, digest, size, reqwest::Body::wrap_stream(stream))
+                        .await
+                }
+                .await;
+                if let Err(error) = &result {
                     // Bytes of a failed attempt did not land; the report counts what did.
                     self.progress
                         .bytes_copied
                         .fetch_sub(sent.load(Ordering::Relaxed), Ordering::Relaxed);
-                    let unauthorized = matches!(error, RegistryError::Unauthorized { .. });
-                    attempt += 1;
-                    if attempt >= policy.attempts
-                        || !(error.is_transient() || (unauthorized && attempt == 1))
-                    {
-                        return Err(error);
-                    }
-                    if unauthorized {
-                        // A token can expire during a long copy: the next attempt asks again.
-                        self.destination.invalidate_authorization().await;
-                    }
-                    tracing::info!(%error, %digest, attempt, "blob copy failed, retrying");
-                    tokio::time::sleep(policy.delay(attempt, None)).await;
+                    tracing::info!(%error, %digest, attempt, "blob copy attempt failed");
                 }
-            }
-        }
+                result
+            })
+            .await
     }
 
     /// Copies what refers to the image and its children: OCI 1.1 referrers (API or fallback
-    /// tag) and cosign's `sha256-<hex>.sig|.att|.sbom` tags.
+    /// tag) and cosign's `sha256-<hex>.sig|.att|.sbom` tags, then what refers to those, level
+    /// by level. Each subject's names are looked up directly, never by listing the source's
+    /// tags: a repository keeps every earlier version's tags, and listing them would cost more
+    /// than the rest of a promotion.
     async fn copy_referrers(
         &self,
         from: &Repository,
@@ -535,109 +595,148 @@ impl Copier<'_> {
         top: &RawManifest,
         counts: &mut Counts,
     ) -> Result<(), RegistryError> {
-        let source_tags: HashSet<String> = self.source.list_tags(from).await?.into_iter().collect();
-        let mut subjects = vec![top.digest.clone()];
+        let mut level = vec![top.digest.clone()];
         for child in top.children() {
             if let Ok(digest) = child.digest() {
-                subjects.push(digest);
+                level.push(digest);
             }
         }
         let mut seen = HashSet::new();
-        let mut queue: Vec<(Digest, usize)> = subjects.into_iter().map(|d| (d, 0)).collect();
-        while let Some((subject, depth)) = queue.pop() {
-            if depth > MAX_DEPTH || !seen.insert(subject.clone()) {
-                continue;
+        for _ in 0..=MAX_DEPTH {
+            level.retain(|subject| seen.insert(subject.clone()));
+            if level.is_empty() {
+                break;
             }
-            // Referrers are reported by count; the image's own counts stay the image's.
-            let mut referrer_counts = Counts::default();
-            // cosign's tags: copied tag for tag; the source is the truth for what they hold
-            // (cosign rewrites `.sig` when it adds a signature).
-            for suffix in ["sig", "att", "sbom"] {
-                let tag = format!("{}.{suffix}", subject.fallback_tag());
-                if !source_tags.contains(&tag) {
-                    continue;
-                }
-                let Some(artifact) = self.source.get_manifest(from, &tag).await? else {
-                    continue;
-                };
-                if self.destination.head_manifest(to, &tag).await?.as_ref()
-                    != Some(&artifact.digest)
-                {
-                    self.copy_tree(from, to, &artifact, Some(&tag), &mut referrer_counts)
-                        .await?;
-                    counts.referrers_copied += 1;
-                }
-                queue.push((artifact.digest.clone(), depth + 1));
+            // A level's lookups go out side by side; its writes follow one by one.
+            let found = futures::future::try_join_all(
+                level
+                    .iter()
+                    .map(|subject| self.find_referrers(from, subject)),
+            )
+            .await?;
+            let mut next = Vec::new();
+            for (subject, found) in level.iter().zip(found) {
+                next.extend(self.copy_found(from, to, subject, found, counts).await?);
             }
-
-            let mut referrers = self
-                .source
-                .referrers(from, &subject)
-                .await?
-                .unwrap_or_default();
-            let fallback_tag = subject.fallback_tag();
-            let mut source_index = None;
-            if source_tags.contains(fallback_tag.as_str())
-                && let Some(index) = self
-                    .source
-                    .get_manifest(from, fallback_tag.as_str())
-                    .await?
-            {
-                for descriptor in index.children() {
-                    if !referrers.iter().any(|r| r.digest == descriptor.digest) {
-                        referrers.push(descriptor.clone());
-                    }
-                }
-                source_index = Some(index);
-            }
-            referrers.retain(|r| {
-                !r.artifact_type
-                    .as_deref()
-                    .is_some_and(|t| t.starts_with(PROMOTER_ARTIFACT_TYPE_PREFIX))
-            });
-            let mut registry_tracks_subject = false;
-            let mut copied_any = false;
-            for descriptor in &referrers {
-                let digest = descriptor
-                    .digest()
-                    .map_err(|cause| RegistryError::BadManifest {
-                        image: format!("referrers of {from}@{subject}"),
-                        cause,
-                    })?;
-                if self
-                    .destination
-                    .head_manifest(to, digest.as_str())
-                    .await?
-                    .is_none()
-                {
-                    let referrer = self.fetch_by_digest(from, &digest).await?;
-                    registry_tracks_subject |= self
-                        .copy_tree(from, to, &referrer, None, &mut referrer_counts)
-                        .await?;
-                    counts.referrers_copied += 1;
-                    copied_any = true;
-                }
-                queue.push((digest, depth + 1));
-            }
-            if copied_any && !registry_tracks_subject && !self.options.dry_run {
-                update_fallback_tag(
-                    self.destination,
-                    to,
-                    &subject,
-                    &referrers,
-                    source_index.as_ref(),
-                )
-                .await?;
-            }
+            level = next;
         }
         Ok(())
+    }
+
+    /// Looks up, side by side, what refers to `subject` in the source: its cosign tags, the
+    /// referrers API and the `sha256-<hex>` fallback tag.
+    async fn find_referrers(
+        &self,
+        from: &Repository,
+        subject: &Digest,
+    ) -> Result<Found, RegistryError> {
+        let fallback_tag = subject.fallback_tag();
+        let cosign_tags = ["sig", "att", "sbom"].map(|suffix| format!("{fallback_tag}.{suffix}"));
+        let (cosign, api, fallback) = tokio::join!(
+            futures::future::try_join_all(
+                cosign_tags
+                    .iter()
+                    .map(|tag| self.source.get_manifest(from, tag))
+            ),
+            self.source.referrers(from, subject),
+            self.source.get_manifest(from, fallback_tag.as_str()),
+        );
+        let cosign: Vec<(String, RawManifest)> = cosign_tags
+            .into_iter()
+            .zip(cosign?)
+            .filter_map(|(tag, manifest)| manifest.map(|m| (tag, m)))
+            .collect();
+        let mut referrers = api?.unwrap_or_default();
+        // Only an index other than the subject is a referrers list: a registry that reads
+        // `sha256-<hex>` as a digest (GitLab) answers with the subject itself.
+        let source_index = fallback?.filter(|index| index.is_index() && index.digest != *subject);
+        if let Some(index) = &source_index {
+            for descriptor in index.children() {
+                if !referrers.iter().any(|r| r.digest == descriptor.digest) {
+                    referrers.push(descriptor.clone());
+                }
+            }
+        }
+        referrers.retain(|r| {
+            !r.artifact_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with(PROMOTER_ARTIFACT_TYPE_PREFIX))
+        });
+        Ok(Found {
+            cosign,
+            referrers,
+            source_index,
+        })
+    }
+
+    /// Copies what [`Copier::find_referrers`] found for `subject` that the destination lacks,
+    /// and keeps its fallback tag current. Returns the digests copied or already there, whose
+    /// own referrers come next.
+    async fn copy_found(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        subject: &Digest,
+        found: Found,
+        counts: &mut Counts,
+    ) -> Result<Vec<Digest>, RegistryError> {
+        let mut next = Vec::new();
+        // Referrers are reported by count; the image's own counts stay the image's.
+        let mut referrer_counts = Counts::default();
+        // cosign's tags: copied tag for tag; the source is the truth for what they hold
+        // (cosign rewrites `.sig` when it adds a signature).
+        for (tag, artifact) in &found.cosign {
+            if self.destination.head_manifest(to, tag).await?.as_ref() != Some(&artifact.digest) {
+                self.copy_tree(from, to, artifact, Some(tag), &mut referrer_counts)
+                    .await?;
+                counts.referrers_copied += 1;
+            }
+            next.push(artifact.digest.clone());
+        }
+        let mut registry_tracks_subject = false;
+        let mut copied_any = false;
+        for descriptor in &found.referrers {
+            let digest = descriptor
+                .digest()
+                .map_err(|cause| RegistryError::BadManifest {
+                    image: format!("referrers of {from}@{subject}"),
+                    cause,
+                })?;
+            if self
+                .destination
+                .head_manifest(to, digest.as_str())
+                .await?
+                .is_none()
+            {
+                let referrer = self.fetch_by_digest(from, &digest).await?;
+                registry_tracks_subject |= self
+                    .copy_tree(from, to, &referrer, None, &mut referrer_counts)
+                    .await?;
+                counts.referrers_copied += 1;
+                copied_any = true;
+            }
+            next.push(digest);
+        }
+        if copied_any && !registry_tracks_subject && !self.options.dry_run {
+            update_fallback_tag(
+                self.destination,
+                to,
+                subject,
+                &found.referrers,
+                found.source_index.as_ref(),
+            )
+            .await?;
+        }
+        Ok(next)
     }
 }
 
 /// Keeps the destination's `sha256-<hex>` referrers tag listing every referrer, as the OCI
-/// distribution spec asks clients to when a registry has no referrers API (oci-client does
-/// not; NOTES.md). The tag's existing entries are kept. Where the destination has no such tag
+/// distribution spec asks clients to when a registry has no referrers API ([Pushing Manifests
+/// with Subject]). The tag's existing entries are kept. Where the destination has no such tag
 /// and the source's lists every referrer, the source's bytes are copied as they are.
+///
+/// [Pushing Manifests with Subject]: https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pushing-manifests-with-subject
 pub async fn update_fallback_tag(
     destination: &RegistryClient,
     to: &Repository,
@@ -675,4 +774,58 @@ pub async fn update_fallback_tag(
     })?;
     destination.put_manifest(to, tag.as_str(), &index).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::stand_in::{self, answer};
+    use super::*;
+
+    /// A blob copy between two stand-ins: how many requests each saw.
+    async fn stream_between(
+        source: stand_in::Answer,
+        destination: stand_in::Answer,
+    ) -> (Result<(), RegistryError>, Vec<String>, Vec<String>) {
+        let (source_host, source_seen) = stand_in::start(source).await;
+        let (destination_host, destination_seen) = stand_in::start(destination).await;
+        let (source_client, destination_client) = (
+            stand_in::client(&source_host),
+            stand_in::client(&destination_host),
+        );
+        let copier = Copier {
+            source: &source_client,
+            destination: &destination_client,
+            options: CopyOptions::default(),
+            progress: Arc::default(),
+        };
+        let from = Repository::new(source_host, "a/app").expect("a repository");
+        let to = Repository::new(destination_host, "b/app").expect("a repository");
+        let result = copier
+            .stream_blob(&from, &to, &Digest::sha256_of(b"layer"), 5, None)
+            .await;
+        (result, source_seen.take(), destination_seen.take())
+    }
+
+    #[tokio::test]
+    async fn a_streamed_blob_is_retried_whole_and_nowhere_else() {
+        let attempts = stand_in::policy().attempts as usize;
+        let opens = |asked: &stand_in::Asked<'_>| match asked.method {
+            "POST" => answer(202, &[("location", "/v2/b/app/blobs/uploads/u")], ""),
+            _ => answer(503, &[], "down"),
+        };
+        // The source fails every GET: one GET and one new session per attempt.
+        let (result, source, destination) =
+            stream_between(|_| answer(503, &[], "down"), opens).await;
+        let error = result.expect_err("the source is down");
+        assert!(error.to_string().contains("GET blob"), "{error}");
+        assert_eq!(source.len(), attempts, "{source:?}");
+        assert_eq!(destination.len(), attempts, "{destination:?}");
+
+        // The destination refuses every session: the source is never asked.
+        let (result, source, destination) =
+            stream_between(|_| answer(200, &[], "layer"), |_| answer(503, &[], "down")).await;
+        assert!(result.is_err());
+        assert!(source.is_empty(), "{source:?}");
+        assert_eq!(destination.len(), attempts, "{destination:?}");
+    }
 }

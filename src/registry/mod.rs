@@ -1,5 +1,5 @@
 //! Everything that talks to OCI registries: references, identity, the HTTP client with its auth
-//! handshake and retries, and the exact-copy engine (DESIGN.md §3, §4).
+//! handshake and its one retry layer, the exact-copy engine, and the errors all of them report.
 
 pub mod auth;
 pub mod client;
@@ -10,6 +10,8 @@ pub mod reference;
 pub use client::{RegistryClient, Transport};
 pub use copy::{Copier, CopyOptions, CopyReport};
 pub use reference::{Digest, ImageRef, ReferenceError, RegistryHost, Repository, Tag};
+
+use std::time::Duration;
 
 /// What went wrong talking to a registry. Every variant names the registry or image and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,29 @@ pub enum RegistryError {
         registry: String,
         what: String,
         status: u16,
+        detail: String,
+        /// How long the registry asked us to wait (`Retry-After`), when it said.
+        retry_after: Option<Duration>,
+    },
+    /// The registry has a referrers API but would not list an image's referrers. The copy stops
+    /// rather than leave the signatures and attestations behind.
+    #[error(
+        "registry {registry} answered {status} to {what}{detail}; only a 404 says a registry has no referrers API, so the image is not promoted without its referrers"
+    )]
+    Referrers {
+        registry: String,
+        what: String,
+        status: u16,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// The registry does not allow deleting (OCI distribution spec: registries MAY disable it).
+    #[error(
+        "registry {registry} refused to delete {what}{detail}; deletes are turned off there: allow them (distribution: `storage.delete.enabled: true`; Artifact Registry: grant the identity `roles/artifactregistry.repoAdmin` on that repository)"
+    )]
+    DeleteRefused {
+        registry: String,
+        what: String,
         detail: String,
     },
     /// The registry wants credentials that were not given or were refused.
@@ -89,11 +114,38 @@ impl RegistryError {
     /// unavailable or throttling. Everything else is final for the same input.
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Unreachable { .. } => true,
-            RegistryError::Status { status, .. } => is_retryable_status(*status),
-            RegistryError::TokenRealm { transient, .. } => *transient,
+            RegistryError::Referrers { status, .. } => {
+                // A registry that lists referrers and then refuses one image's list (403) is
+                // taken as passing (access being granted, a quota): copying without them would
+                // promote an image without its signatures, so the delivery is tried again later.
+                is_retryable_status(*status) || *status == 403
+            }
             RegistryError::Auth(e) => e.is_transient(),
+            other => other.retry_now(),
+        }
+    }
+
+    /// Whether the same request, sent again in a moment, may succeed: the connection failed, the
+    /// registry answered 408/429/5xx, or its token realm was unavailable. This is what the retry
+    /// layer retries; [`RegistryError::is_transient`] also covers what only a later delivery can
+    /// fix.
+    pub(crate) fn retry_now(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } => true,
+            RegistryError::Status { status, .. } | RegistryError::Referrers { status, .. } => {
+                is_retryable_status(*status)
+            }
+            RegistryError::TokenRealm { transient, .. } => *transient,
             _ => false,
+        }
+    }
+
+    /// How long the registry asked for before the next attempt (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. }
+            | RegistryError::Referrers { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

@@ -1,5 +1,10 @@
-//! The copy engine through the command line: exact copies, idempotence, refusals, resumption.
+//! The copy engine through the command line: exact copies, idempotence, refusals, resumption;
+//! and the registry client's delete, against the real registry.
 
+use promoter::registry::auth::{IdentityChoice, Secret};
+use promoter::registry::{Digest, RegistryHost, Repository, Transport};
+
+use crate::support::google::{TokenRealm, accept_only};
 use crate::support::{
     Auth, Promoter, Registry, assert_same_bytes, promote_args, report, seed, skopeo_raw, stderr,
 };
@@ -374,4 +379,124 @@ async fn progress_shows_on_a_terminal_and_nothing_but_the_result_when_piped() {
         "{screen}"
     );
     assert!(screen.contains("promoted: "), "{screen}");
+}
+
+fn repository(host: &str, path: &str) -> Repository {
+    Repository::try_from(format!("{host}/{path}").as_str()).expect("a repository")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_is_deleted_once_and_then_is_not_there() {
+    let registry = Registry::start(Auth::None);
+    let work = tempfile::tempdir().expect("temp dir");
+    let host = registry.host();
+    let seeded = seed(
+        work.path(),
+        &format!("{host}/stage/app"),
+        "1",
+        &["--platforms", "0"],
+        None,
+    );
+    let stage = repository(&host, "stage/app");
+    let client = Transport::new(Vec::new())
+        .expect("transport")
+        .registry_client(
+            &IdentityChoice::default(),
+            &stage.registry,
+            &[(&stage, "pull,push,delete")],
+        )
+        .await
+        .expect("a client");
+    let digest = Digest::try_from(seeded.digest.as_str()).expect("a digest");
+    assert!(
+        client
+            .delete_manifest(&stage, &digest)
+            .await
+            .expect("deleted")
+    );
+    assert!(
+        skopeo_raw(&format!("{host}/stage/app@{digest}"), None).is_none(),
+        "the manifest is still there"
+    );
+    assert!(
+        !client
+            .delete_manifest(&stage, &digest)
+            .await
+            .expect("nothing left to delete"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_token_auth_one_token_covers_a_delete_and_another_repository() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let (realm, url, cert) = TokenRealm::start(work.path(), accept_only(&["seed-token"])).await;
+    let registry = Registry::start(Auth::Token {
+        realm: url,
+        service: realm.service.clone(),
+        issuer: realm.issuer.clone(),
+        cert,
+    });
+    let host = registry.host();
+    let creds = "oauth2accesstoken:seed-token";
+    let seeded = seed(
+        work.path(),
+        &format!("{host}/stage/app"),
+        "1",
+        &["--platforms", "0"],
+        Some(creds),
+    );
+    seed(
+        work.path(),
+        &format!("{host}/previous/app"),
+        "1",
+        &["--platforms", "0"],
+        Some(creds),
+    );
+    let (stage, previous) = (
+        repository(&host, "stage/app"),
+        repository(&host, "previous/app"),
+    );
+    let identity = IdentityChoice {
+        access_token: Some(Secret::new("seed-token")),
+        override_file: None,
+    };
+    let asked_before = realm.seen().len();
+    let registry_host = RegistryHost::try_from(host.as_str()).expect("a host");
+    let client = Transport::new(Vec::new())
+        .expect("transport")
+        .registry_client(
+            &identity,
+            &registry_host,
+            &[(&stage, "pull,push,delete"), (&previous, "pull")],
+        )
+        .await
+        .expect("a client");
+    assert!(
+        client
+            .head_manifest(&previous, "1")
+            .await
+            .expect("readable")
+            .is_some()
+    );
+    let digest = Digest::try_from(seeded.digest.as_str()).expect("a digest");
+    assert!(
+        client
+            .delete_manifest(&stage, &digest)
+            .await
+            .expect("deleted")
+    );
+    // What promoter asked the realm (skopeo's own requests come after).
+    let asked: Vec<_> = realm.seen().into_iter().skip(asked_before).collect();
+    assert!(skopeo_raw(&format!("{host}/stage/app:1"), Some(creds)).is_none());
+
+    assert_eq!(asked.len(), 1, "one token handshake: {asked:?}");
+    for scope in [
+        "repository:stage/app:pull,push,delete",
+        "repository:previous/app:pull",
+    ] {
+        assert!(
+            asked[0].scopes.iter().any(|s| s == scope),
+            "{scope} not asked for: {asked:?}"
+        );
+    }
 }

@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use promoter::evidence;
+use promoter::registry::auth::Credential;
+use promoter::registry::{Repository, Transport};
+
 use crate::support::proxy::{Fault, FaultProxy};
 use crate::support::{
     Auth, Promoter, Registry, assert_same_bytes, free_port, report, seed, skopeo_raw, stderr,
@@ -239,4 +243,131 @@ async fn a_failed_copy_resumes_moving_only_what_is_missing() {
         &["1".into(), setup.seeded.signature_tag()],
         None,
     );
+}
+
+/// The digests an index lists.
+fn listed(index: &[u8]) -> Vec<String> {
+    let index: serde_json::Value = serde_json::from_slice(index).expect("an index");
+    index["manifests"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|m| m["digest"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_are_copied_when_the_referrers_endpoint_fails_for_a_moment() {
+    let setup = setup(&["--sign", "--sbom"]).await;
+    setup.proxy.inject(
+        "GET",
+        "/referrers/",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        2,
+    );
+    let json = report(&copy_through(&setup).await);
+    assert_eq!(
+        setup.proxy.seen().iter().filter(|s| s.faulted).count(),
+        2,
+        "the faults fired"
+    );
+    assert_eq!(
+        json["referrers_copied"], 2,
+        "the signature and the SBOM referrer"
+    );
+    let source = format!("{}/fast-feedback/app", setup.proxy.host);
+    let destination = format!("{}/extended-test/app", setup.destination.host());
+    assert_same_bytes(
+        &source,
+        &destination,
+        &[
+            "1".into(),
+            setup.seeded.signature_tag(),
+            setup.seeded.fallback_tag(),
+        ],
+        None,
+    );
+    let fallback = skopeo_raw(&format!("{source}:{}", setup.seeded.fallback_tag()), None)
+        .expect("the source's fallback tag");
+    let referrers = listed(&fallback);
+    assert!(!referrers.is_empty());
+    for digest in referrers {
+        assert_eq!(
+            skopeo_raw(&format!("{destination}@{digest}"), None),
+            skopeo_raw(&format!("{source}@{digest}"), None),
+            "referrer {digest}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referrers_endpoint_that_keeps_failing_stops_the_copy_before_the_tag() {
+    let setup = setup(&["--sign", "--sbom"]).await;
+    setup.proxy.inject(
+        "GET",
+        "/referrers/",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        usize::MAX,
+    );
+    let output = copy_through(&setup).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("referrers of")
+            && message.contains(&setup.proxy.host)
+            && message.contains("500"),
+        "{message}"
+    );
+    assert!(
+        destination_tag(&setup).is_none(),
+        "an image whose referrers could not be read must not be tagged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_config_blob_goes_up_despite_a_dropped_connection() {
+    let registry = Registry::start(Auth::None);
+    let proxy = FaultProxy::start(&registry.host()).await;
+    let transport = Transport::new(Vec::new()).expect("transport");
+    let client = transport.client(
+        proxy.host.as_str().try_into().expect("a host"),
+        Credential::Anonymous,
+        Vec::new(),
+    );
+    let config = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+    let has_config = |repository: &str| {
+        let url = format!("http://{}/v2/{repository}/blobs/{config}", registry.host());
+        async move {
+            reqwest::Client::new()
+                .head(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    };
+    // Into a new upload session, and into the session a refused mount opened.
+    for (repository, mount_from) in [("prod/app", None), ("qa/app", Some("empty/app"))] {
+        proxy.inject("PUT", "/blobs/uploads/", Fault::DropConnection, 1);
+        let stage = Repository::try_from(format!("{}/{repository}", proxy.host).as_str())
+            .expect("a repository");
+        let from = mount_from.map(|from| {
+            Repository::try_from(format!("{}/{from}", proxy.host).as_str()).expect("a repository")
+        });
+        evidence::DigestRecords {
+            client: &client,
+            repository: &stage,
+        }
+        .prepare(from.as_ref())
+        .await
+        .unwrap_or_else(|e| panic!("{repository}: {e}"));
+        assert!(has_config(repository).await, "{repository} lacks the blob");
+    }
+    let seen = proxy.seen();
+    assert_eq!(seen.iter().filter(|s| s.faulted).count(), 2, "{seen:?}");
 }

@@ -1,15 +1,25 @@
 //! A reverse proxy in front of a real registry that injects the faults registries and networks
-//! really produce: throttling with `Retry-After`, server errors, connections dropped mid-stream.
+//! really produce: throttling with `Retry-After`, server errors, connections dropped mid-stream
+//! or before any answer.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
 use futures::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 /// What to do to a matching request.
 #[derive(Clone, Debug)]
@@ -21,6 +31,9 @@ pub enum Fault {
     },
     /// Forward, then cut the response body after this many bytes (the connection drops).
     CutBody { after: usize },
+    /// Read the request, forward nothing, and close the connection without an answer: a
+    /// registry or load balancer that died while the request was in flight.
+    DropConnection,
 }
 
 #[derive(Clone, Debug)]
@@ -68,7 +81,11 @@ impl FaultProxy {
             .fallback(Self::forward)
             .with_state(proxy.clone());
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(
+                FaultListener(listener),
+                router.into_make_service_with_connect_info::<KillSwitch>(),
+            )
+            .await;
         });
         proxy
     }
@@ -96,7 +113,11 @@ impl FaultProxy {
         Some(rule.fault.clone())
     }
 
-    async fn forward(State(proxy): State<FaultProxy>, request: Request) -> Response {
+    async fn forward(
+        State(proxy): State<FaultProxy>,
+        ConnectInfo(connection): ConnectInfo<KillSwitch>,
+        request: Request,
+    ) -> Response {
         let method = request.method().to_string();
         let path_and_query = request
             .uri()
@@ -127,6 +148,13 @@ impl FaultProxy {
             // Drain the request body so the client is not left writing into a closed socket.
             let _ = axum::body::to_bytes(request.into_body(), usize::MAX).await;
             return response;
+        }
+        if let Some(Fault::DropConnection) = fault {
+            let _ = axum::body::to_bytes(request.into_body(), usize::MAX).await;
+            // Every later read or write on this connection fails, so hyper closes it without
+            // writing this response: the client sees the connection end with no answer.
+            connection.kill();
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         let (parts, body) = request.into_parts();
         let mut upstream = proxy
@@ -175,5 +203,103 @@ impl FaultProxy {
         builder
             .body(body)
             .unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())
+    }
+}
+
+/// Lets a fault end the connection its request came on.
+#[derive(Clone, Default)]
+struct KillSwitch(Arc<AtomicBool>);
+
+impl KillSwitch {
+    fn kill(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn killed(&self) -> io::Result<()> {
+        if self.0.load(Ordering::SeqCst) {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "injected dropped connection",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The proxy's listener: each connection it accepts carries a [`KillSwitch`].
+struct FaultListener(TcpListener);
+
+impl Listener for FaultListener {
+    type Io = KillableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // A failed accept (the peer gave up first) leaves the listener usable.
+            if let Ok((stream, address)) = self.0.accept().await {
+                let stream = KillableStream {
+                    stream,
+                    switch: KillSwitch::default(),
+                };
+                return (stream, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, FaultListener>> for KillSwitch {
+    fn connect_info(stream: IncomingStream<'_, FaultListener>) -> Self {
+        stream.io().switch.clone()
+    }
+}
+
+/// A TCP stream whose reads and writes fail once its switch is killed.
+struct KillableStream {
+    stream: TcpStream,
+    switch: KillSwitch,
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.switch.killed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.switch.killed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.switch.killed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
