@@ -8,3 +8,4 @@ mod identity;
 mod push_auth;
 mod service;
 mod support;
+mod timeouts;
