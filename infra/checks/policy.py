@@ -14,6 +14,14 @@
   dockerfile-user  the final stage of the Dockerfile sets USER, and not to root / 0.
   skip-reasons     every `checkov:skip=CHECK` carries a written reason: `checkov:skip=CHECK:reason`.
   deploy           cloudbuild.yaml deploys Cloud Run by digest with --no-allow-unauthenticated.
+  scheduler        each Cloud Scheduler job publishes to the events topic a message whose only
+                   attribute is ce-type; the identity Cloud Scheduler publishes with (the Google
+                   APIs service agent, PROJECT_NUMBER@cloudservices) holds roles/pubsub.publisher
+                   on that topic, and nothing else anywhere.
+  state-repository roles/artifactregistry.repoAdmin (promoter deletes obsolete index entries) only
+                   on a repository this configuration creates for promoter's state, never on a
+                   stage repository; roles/artifactregistry.admin nowhere; the service is told
+                   where that repository is (PROMOTER_STATE_REPOSITORY).
 """
 
 from __future__ import annotations
@@ -31,6 +39,13 @@ PUSH_IDENTITY = "google_service_account.push."
 BROAD_IAM = re.compile(r"^google_(project|folder|organization)_iam_")
 IAM_RESOURCE = re.compile(r"_iam_(member|binding|policy)$")
 ACK_DEADLINE = 600
+EVENTS_TOPIC = "google_pubsub_topic.events."
+# Cloud Scheduler publishes "as a Google APIs service account"
+# (https://cloud.google.com/scheduler/docs/creating): PROJECT_NUMBER@cloudservices.gserviceaccount.com.
+SCHEDULER_PUBLISHER = "@cloudservices.gserviceaccount.com"
+STATE_REPOSITORY = "google_artifact_registry_repository."
+REPO_ADMIN = "roles/artifactregistry.repoAdmin"
+AR_ADMIN = "roles/artifactregistry.admin"
 
 
 def seconds(value) -> float | None:
@@ -38,14 +53,52 @@ def seconds(value) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def locals_text(root: pathlib.Path) -> dict[str, str]:
+    """Every `locals` value under infra/, as text (a member is often `local.NAME`)."""
+    values: dict[str, str] = {}
+    for path in hclutil.tf_files(root):
+        for block in hclutil.load(path).get("locals", []):
+            for name, value in block.items():
+                values[hclutil.unq(name)] = str(value)
+    return values
+
+
+def resolve(value, local_values: dict[str, str]) -> str:
+    """A member or reference with `${local.NAME}` replaced by that local's text."""
+    text = str(value)
+    return re.sub(r"\$\{local\.([A-Za-z0-9_]+)\}", lambda m: local_values.get(m.group(1), m.group(0)), text)
+
+
+def check_scheduler(where: str, body: dict) -> list[str]:
+    errors = []
+    targets = hclutil.blocks(body, "pubsub_target")
+    if not targets:
+        return [f"scheduler: {where}: only Pub/Sub targets are expected here (pubsub_target to the events topic)"]
+    target = targets[0]
+    if EVENTS_TOPIC not in str(hclutil.attr(target, "topic_name", "")):
+        errors.append(f"scheduler: {where}: publishes to {hclutil.attr(target, 'topic_name')!r}; reconcile events go to the events topic ({EVENTS_TOPIC.rstrip('.')})")
+    attributes = hclutil.attr(target, "attributes") or {}
+    names = {hclutil.unq(k) for k in attributes} if isinstance(attributes, dict) else set()
+    if names != {"ce-type"}:
+        errors.append(f"scheduler: {where}: message attributes are {sorted(names)}; exactly ce-type is expected (promoter then takes the Pub/Sub message id as the event id, so every tick is a new event)")
+    return errors
+
+
 def check_terraform(root: pathlib.Path) -> list[str]:
     errors: list[str] = []
     invoker_grants = 0
     ack_deadlines: list[int] = []
     services = []
+    local_values = locals_text(root)
+    scheduler_jobs = 0
+    scheduler_grants = 0
 
     for path, rtype, rname, body in hclutil.resources(root):
         where = f"{path.relative_to(root)}: {rtype}.{rname}"
+
+        if rtype == "google_cloud_scheduler_job":
+            scheduler_jobs += 1
+            errors.extend(check_scheduler(where, body))
 
         if BROAD_IAM.match(rtype):
             errors.append(f"iam-scope: {where}: project/folder/organisation-level IAM is forbidden; grant on the repository, topic or service instead")
@@ -58,6 +111,19 @@ def check_terraform(root: pathlib.Path) -> list[str]:
             if hclutil.attr(body, "members") is not None:
                 value = hclutil.attr(body, "members")
                 members.extend(str(m) for m in (value if isinstance(value, list) else [value]))
+            resolved = [resolve(m, local_values) for m in members]
+            if any(SCHEDULER_PUBLISHER in m for m in resolved):
+                topic = str(hclutil.attr(body, "topic", ""))
+                if rtype == "google_pubsub_topic_iam_member" and role == "roles/pubsub.publisher" and EVENTS_TOPIC in topic:
+                    scheduler_grants += 1
+                else:
+                    errors.append(f"scheduler: {where}: grants {role} to the identity Cloud Scheduler publishes with; it needs roles/pubsub.publisher on the events topic (google_pubsub_topic_iam_member) and nothing else")
+            if role in (REPO_ADMIN, AR_ADMIN):
+                repository = str(hclutil.attr(body, "repository", ""))
+                if role == AR_ADMIN:
+                    errors.append(f"state-repository: {where}: {AR_ADMIN} (create and delete repositories) is never needed; promoter's state needs {REPO_ADMIN} on its own repository")
+                elif rtype != "google_artifact_registry_repository_iam_member" or not repository.startswith("${" + STATE_REPOSITORY):
+                    errors.append(f"state-repository: {where}: {REPO_ADMIN} may delete images; grant it only on the state repository this configuration creates ({STATE_REPOSITORY}NAME), never on a stage repository ({repository or 'no repository'})")
             if role == "roles/run.invoker":
                 invoker_grants += 1
                 for member in members:
@@ -95,6 +161,9 @@ def check_terraform(root: pathlib.Path) -> list[str]:
         if re.search(rf'"{public}"', text):
             errors.append(f"public: {public} appears in infra/: nothing here may be public")
 
+    if scheduler_jobs and not scheduler_grants:
+        errors.append("scheduler: a Cloud Scheduler job publishes to the events topic, but no google_pubsub_topic_iam_member grants roles/pubsub.publisher there to the identity it publishes with (PROJECT_NUMBER@cloudservices.gserviceaccount.com)")
+
     if invoker_grants == 0:
         errors.append("invoker: no roles/run.invoker grant for the push identity: Pub/Sub could not deliver")
 
@@ -113,6 +182,9 @@ def check_terraform(root: pathlib.Path) -> list[str]:
             resources = (hclutil.blocks(container, "resources") or [{}])[0]
             if hclutil.attr(resources, "cpu_idle") is not True:
                 errors.append(f"cloud-run: {where}: containers.resources.cpu_idle must be true (CPU only during requests)")
+            state = [e for e in hclutil.blocks(container, "env") if hclutil.attr(e, "name") == "PROMOTER_STATE_REPOSITORY"]
+            if not state:
+                errors.append(f"state-repository: {where}: PROMOTER_STATE_REPOSITORY is not set: promoter would keep its state beside the first stage, where it may not delete")
     return errors
 
 
@@ -198,7 +270,7 @@ def main(argv: list[str]) -> int:
     if errors:
         print(f"policy: FAILED ({len(errors)} problem(s))")
         return 1
-    print("policy: iam-scope, public, invoker, push, cloud-run, dockerfile-user, skip-reasons, deploy: ok")
+    print("policy: iam-scope, public, invoker, push, cloud-run, dockerfile-user, skip-reasons, deploy, scheduler, state-repository: ok")
     return 0
 
 

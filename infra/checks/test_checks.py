@@ -27,6 +27,7 @@ DEPLOYED_NAMES = [
     "FAST_FEEDBACK_PATH",
     "EXTENDED_TEST_PATH",
     "PROD_PATH",
+    "PROMOTER_STATE_REPOSITORY",
     "SOURCE_REGISTRY",
     "SOURCE_STAGE",
     "DEST_STAGE",
@@ -147,6 +148,102 @@ def test_push_without_oidc_identity_fails(tree):
     fails(tree, "policy", "oidc_token")
 
 
+# ---- the reconcile schedule: Cloud Scheduler's publisher, on the events topic only -------------
+
+SCHEDULER_GRANT = 'resource "google_pubsub_topic_iam_member" "scheduler_publishes_reconcile" {'
+
+
+def block_span(text: str, header: str) -> tuple[int, int]:
+    """Start and end (after its closing line) of the top-level block that opens with header."""
+    start = text.index(header)
+    return start, text.index("\n}\n", start) + 3
+
+
+def test_scheduler_publisher_widened_to_project_level_fails(tree):
+    path = tree / MODULE
+    text = path.read_text()
+    start, end = block_span(text, SCHEDULER_GRANT)
+    widened = text[start:end].replace("google_pubsub_topic_iam_member", "google_project_iam_member")
+    widened = widened.replace("  topic   = google_pubsub_topic.events.name\n", "")
+    text = text[:start] + widened + text[end:]
+    path.write_text(text.replace("google_pubsub_topic_iam_member.scheduler_publishes_reconcile", "google_project_iam_member.scheduler_publishes_reconcile"))
+    assert check(tree, "hcl")[0] == 0  # the mutation itself is valid HCL
+    out = fails(tree, "policy", "iam-scope")
+    assert "scheduler:" in out, out
+
+
+def test_scheduler_publisher_on_another_topic_fails(tree):
+    path = tree / MODULE
+    text = path.read_text()
+    start, end = block_span(text, SCHEDULER_GRANT)
+    grant = text[start:end].replace("google_pubsub_topic.events.name", "google_pubsub_topic.promotions.name")
+    path.write_text(text[:start] + grant + text[end:])
+    fails(tree, "policy", "scheduler")
+
+
+def test_scheduler_without_its_publisher_grant_fails(tree):
+    path = tree / MODULE
+    text = path.read_text()
+    start, end = block_span(text, SCHEDULER_GRANT)
+    text = text[:start] + text[end:]
+    path.write_text(text.replace("    google_pubsub_topic_iam_member.scheduler_publishes_reconcile,\n", ""))
+    assert check(tree, "hcl")[0] == 0
+    fails(tree, "policy", "no google_pubsub_topic_iam_member grants roles/pubsub.publisher")
+
+
+def test_scheduler_publishing_to_the_promotions_topic_fails(tree):
+    mutate(tree, MODULE, "topic_name = google_pubsub_topic.events.id", "topic_name = google_pubsub_topic.promotions.id")
+    fails(tree, "policy", "reconcile events go to the events topic")
+
+
+def test_scheduler_message_with_an_event_id_fails(tree):
+    # A fixed ce-id would make every tick the same event, deduplicated after the first.
+    mutate(tree, MODULE, '"ce-type" = "reconcile"', '"ce-type" = "reconcile"\n      "ce-id"   = "tick"')
+    fails(tree, "policy", "exactly ce-type")
+
+
+# ---- promoter's state repository: repoAdmin there and nowhere else -------------------------------
+
+STATE_GRANT = 'resource "google_artifact_registry_repository_iam_member" "state_admin" {'
+
+PROJECT_STATE_GRANT = """resource "google_project_iam_member" "state_admin" {
+  project = var.project_id
+  role    = "roles/artifactregistry.repoAdmin"
+  member  = google_service_account.promoter.member
+}
+"""
+
+
+def test_repo_admin_on_a_stage_repository_fails(tree):
+    mutate(tree, MODULE, '"roles/artifactregistry.writer"', '"roles/artifactregistry.repoAdmin"')
+    fails(tree, "policy", "never on a stage repository")
+
+
+def test_repo_admin_widened_to_project_level_fails(tree):
+    path = tree / MODULE
+    text = path.read_text()
+    start, end = block_span(text, STATE_GRANT)
+    text = text[:start] + PROJECT_STATE_GRANT + text[end:]
+    path.write_text(text.replace("google_artifact_registry_repository_iam_member.state_admin", "google_project_iam_member.state_admin"))
+    assert check(tree, "hcl")[0] == 0
+    out = fails(tree, "policy", "iam-scope")
+    assert "state-repository:" in out, out
+
+
+def test_artifact_registry_admin_anywhere_fails(tree):
+    mutate(tree, MODULE, '"roles/artifactregistry.repoAdmin"', '"roles/artifactregistry.admin"')
+    fails(tree, "policy", "is never needed")
+
+
+def test_state_repository_not_set_on_the_service_fails(tree):
+    path = tree / MODULE
+    text = path.read_text()
+    start = text.index('      env {\n        name  = "PROMOTER_STATE_REPOSITORY"')
+    end = text.index("      }\n", start) + len("      }\n")
+    path.write_text(text[:start] + text[end:])
+    fails(tree, "policy", "PROMOTER_STATE_REPOSITORY is not set")
+
+
 # ---- a variable renamed on one side only ------------------------------------------------------
 
 def test_env_renamed_in_infra_only_fails(tree):
@@ -224,6 +321,14 @@ def test_checkov_finding_without_a_skip_fails(tree):
     lines = [l for l in path.read_text().splitlines(keepends=True) if "#checkov:skip=CKV_GCP_83" not in l]
     path.write_text("".join(lines))
     fails(tree, "checkov", "CKV_GCP_83")
+
+
+@needs("checkov")
+def test_state_repository_without_its_checkov_skip_fails(tree):
+    path = tree / MODULE
+    lines = [l for l in path.read_text().splitlines(keepends=True) if "#checkov:skip=CKV_GCP_84" not in l]
+    path.write_text("".join(lines))
+    fails(tree, "checkov", "CKV_GCP_84")
 
 
 def test_ack_deadline_other_than_600_fails(tree):

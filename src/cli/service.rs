@@ -93,7 +93,8 @@ fn push_auth_from_env() -> anyhow::Result<PushAuth> {
     )?)
 }
 
-/// `promoter serve`: listens on `$PORT` until SIGTERM or Ctrl-C.
+/// `promoter serve`: listens on `$PORT` until SIGTERM or Ctrl-C. `PORT=0` takes any free port;
+/// the "serving" log line names the one bound.
 pub async fn serve() -> anyhow::Result<()> {
     telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
     let port: u16 = match var(config::PORT) {
@@ -102,19 +103,34 @@ pub async fn serve() -> anyhow::Result<()> {
             .with_context(|| format!("PORT={port} is not a port number"))?,
         None => 8080,
     };
+    // Read once, here: a bad value stops the service before it listens, not at the first request.
+    let read_timeout = var(config::PROMOTER_READ_TIMEOUT);
+    let settings = http::ServeSettings::from_read_timeout(read_timeout.as_deref())
+        .map_err(|problem| anyhow::anyhow!("{} = {problem}", config::PROMOTER_READ_TIMEOUT))?;
     let push_auth = push_auth_from_env()?;
     let service = build_service().await?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("cannot listen on port {port}"))?;
-    tracing::info!(port, push_auth = %push_auth.mode(), "serving");
+    // The port bound, not the one asked for: they differ for PORT=0, and whoever started the
+    // process (the tests, bench/, scripts/demo) reads this line to learn where to connect.
+    let port = listener
+        .local_addr()
+        .context("the address the service listens on")?
+        .port();
+    tracing::info!(
+        port,
+        push_auth = %push_auth.mode(),
+        read_timeout_ms = u64::try_from(settings.read_timeout.as_millis()).unwrap_or(u64::MAX),
+        "serving"
+    );
     let state = AppState {
         service: Arc::new(service),
         push_auth: Arc::new(push_auth),
     };
     let publisher = state.service.publisher.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, state, async move {
+    let server = tokio::spawn(http::serve(listener, state, settings, async move {
         let _ = stop_rx.await;
     }));
     shutdown_signal().await;

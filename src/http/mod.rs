@@ -5,6 +5,7 @@
 
 pub mod ack;
 pub mod push_auth;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tracing::Instrument as _;
 use crate::events::{self, Delivery, EventsError, Parsed, RawSignal};
 use crate::promote::{Answer, PromoteError, Service};
 use push_auth::PushAuth;
+pub use server::ServeSettings;
 
 /// Request bodies over this are refused with 413 (DESIGN.md §5).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -40,14 +42,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish.
+/// `settings` bound how long a client may take to send a request (`server`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    settings: ServeSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, router(state), settings, shutdown).await
 }
 
 async fn receive(
@@ -61,11 +63,15 @@ async fn receive(
         let body = match body {
             Ok(body) => body,
             Err(rejection) => {
-                let status = rejection.status();
-                let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("request body is larger than {MAX_BODY_BYTES} bytes")
-                } else {
-                    rejection.body_text()
+                let (status, detail) = match server::BodyReadTimeout::find(&rejection) {
+                    // axum calls every body error a 400; a body that did not come in time is a
+                    // 408 (RFC 9110 section 15.5.9), which tells the client it may try again.
+                    Some(timeout) => (StatusCode::REQUEST_TIMEOUT, timeout.to_string()),
+                    None if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                    ),
+                    None => (rejection.status(), rejection.body_text()),
                 };
                 tracing::warn!(status = status.as_u16(), detail, "request refused");
                 return ack::problem(status, "request refused", &detail);

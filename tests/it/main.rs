@@ -9,3 +9,4 @@ mod identity;
 mod push_auth;
 mod service;
 mod support;
+mod timeouts;

@@ -625,7 +625,18 @@ async fn sigterm_lets_an_in_flight_promotion_finish_and_logs_are_cloud_logging_j
                 .unwrap_or_default(),
         )
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SIGTERM once the throttle has answered: the promotion is then waiting out its Retry-After,
+    // in flight by construction rather than by a guess at how long start-up takes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !proxy.seen().iter().any(|seen| seen.faulted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the injected 429 never fired: {:?}\n{}",
+            proxy.seen(),
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let exit = tokio::task::spawn_blocking(move || {
         let status = service.terminate(Duration::from_secs(15));
         (status, service)
@@ -639,6 +650,11 @@ async fn sigterm_lets_an_in_flight_promotion_finish_and_logs_are_cloud_logging_j
         "{body}"
     );
     assert_eq!(body["digest"], seeded.digest);
+    assert_eq!(
+        proxy.seen().iter().filter(|seen| seen.faulted).count(),
+        1,
+        "the throttle fired once, and the promotion went on past it"
+    );
     let (exit_status, service) = exit;
     assert!(
         exit_status.is_some_and(|s| s.success()),

@@ -30,5 +30,7 @@ module "promoter" {
   stage_paths   = var.stage_paths
 
   subscribe_cloud_builds = var.subscribe_cloud_builds
+  reconcile_schedule     = var.reconcile_schedule
+  state_repository_id    = var.state_repository_id
   labels                 = { app = "promoter" }
 }

@@ -32,3 +32,8 @@ output "notification_channel" {
   description = "Attach to alert policies for alert-based promotion."
   value       = module.promoter.notification_channel
 }
+
+output "state_repository" {
+  description = "Where promoter keeps its own indexes (PROMOTER_STATE_REPOSITORY)."
+  value       = module.promoter.state_repository
+}

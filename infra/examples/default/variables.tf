@@ -35,3 +35,15 @@ variable "subscribe_cloud_builds" {
   type        = bool
   default     = false
 }
+
+variable "reconcile_schedule" {
+  description = "Cron schedule (UTC) of the reconcile event Cloud Scheduler publishes to the events topic; \"\" for none."
+  type        = string
+  default     = "* * * * *"
+}
+
+variable "state_repository_id" {
+  description = "Id of the Artifact Registry repository created for promoter's own state (in project_id and region)."
+  type        = string
+  default     = "promoter-state"
+}

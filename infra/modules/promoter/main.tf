@@ -2,13 +2,15 @@
 #
 # Identities (see the README, "IAM"):
 #   google_service_account.promoter  runs the service; reads source-stage repositories, writes
-#                                    destination-stage repositories (repository-level bindings
-#                                    only), publishes to p2p-promotions (topic-level binding).
+#                                    destination-stage repositories, administers its own state
+#                                    repository (repository-level bindings only), publishes to
+#                                    p2p-promotions (topic-level binding).
 #   google_service_account.push      signs the OIDC token of every push; the ONLY member of
 #                                    roles/run.invoker on the service (authoritative binding).
 #   Pub/Sub service agent            publishes dead letters, acknowledges forwarded messages,
 #                                    mints the push identity's tokens.
 #   Monitoring notification agent    publishes alert incidents to p2p-events.
+#   Google APIs service agent        publishes Cloud Scheduler's reconcile ticks to p2p-events.
 # No project-, folder- or organisation-level role is granted by this module.
 
 data "google_project" "this" {
@@ -55,8 +57,19 @@ locals {
 
   pubsub_service_agent       = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   monitoring_notification_sa = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+  # Cloud Scheduler publishes a Pub/Sub target's messages "as a Google APIs service account"
+  # (https://cloud.google.com/scheduler/docs/creating, "Pub/Sub target"): the project's Google
+  # APIs service agent, PROJECT_NUMBER@cloudservices.gserviceaccount.com, not the Cloud Scheduler
+  # service agent (service-PROJECT_NUMBER@gcp-sa-cloudscheduler).
+  scheduler_publisher = "serviceAccount:${data.google_project.this.number}@cloudservices.gserviceaccount.com"
 
-  apis = ["run.googleapis.com", "pubsub.googleapis.com", "artifactregistry.googleapis.com", "monitoring.googleapis.com", "iam.googleapis.com"]
+  # promoter's own indexes (alert state, waiting digests, promotions by stage), in the repository
+  # created below: PROMOTER_STATE_REPOSITORY.
+  state_repository = "${google_artifact_registry_repository.state.location}-docker.pkg.dev/${google_artifact_registry_repository.state.project}/${google_artifact_registry_repository.state.repository_id}"
+
+  reconcile = var.reconcile_schedule != ""
+
+  apis = ["run.googleapis.com", "pubsub.googleapis.com", "artifactregistry.googleapis.com", "monitoring.googleapis.com", "iam.googleapis.com", "cloudscheduler.googleapis.com"]
 }
 
 resource "google_project_service" "apis" {
@@ -118,6 +131,30 @@ resource "google_artifact_registry_repository_iam_member" "destination_writer" {
   location   = each.value.location
   repository = each.value.repository
   role       = "roles/artifactregistry.writer"
+  member     = google_service_account.promoter.member
+}
+
+# promoter's own state: a repository of its own, so that the one identity allowed to delete in
+# it (promoter deletes index entries that are obsolete) can delete nothing in the stages.
+resource "google_artifact_registry_repository" "state" {
+  #checkov:skip=CKV_GCP_84:Holds promoter's small index manifests (image references, digests, stage names), no secrets or workloads; Google-managed encryption at rest is sufficient here, as for the topics
+  project       = var.project_id
+  location      = var.region
+  repository_id = var.state_repository_id
+  format        = "DOCKER"
+  description   = "promoter (${var.service_name}): its own indexes; promoter writes and deletes here, nobody else needs to"
+  labels        = var.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# roles/artifactregistry.writer cannot delete tags or versions; repoAdmin can, and is granted on
+# this repository only (roles: https://cloud.google.com/iam/docs/roles-permissions/artifactregistry).
+resource "google_artifact_registry_repository_iam_member" "state_admin" {
+  project    = google_artifact_registry_repository.state.project
+  location   = google_artifact_registry_repository.state.location
+  repository = google_artifact_registry_repository.state.name
+  role       = "roles/artifactregistry.repoAdmin"
   member     = google_service_account.promoter.member
 }
 
@@ -262,6 +299,10 @@ resource "google_cloud_run_v2_service" "promoter" {
         name  = "PROD_PATH"
         value = var.stage_paths.prod
       }
+      env {
+        name  = "PROMOTER_STATE_REPOSITORY"
+        value = local.state_repository
+      }
 
       startup_probe {
         http_get {
@@ -292,6 +333,7 @@ resource "google_cloud_run_v2_service" "promoter" {
   depends_on = [
     google_artifact_registry_repository_iam_member.source_reader,
     google_artifact_registry_repository_iam_member.destination_writer,
+    google_artifact_registry_repository_iam_member.state_admin,
     google_pubsub_topic_iam_member.promoter_publishes_promotions,
   ]
 }
@@ -405,4 +447,49 @@ resource "google_pubsub_topic_iam_member" "monitoring_publishes_events" {
 
   # Cloud Monitoring creates its notification service agent with the first Pub/Sub channel.
   depends_on = [google_monitoring_notification_channel.p2p_events]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation: a reconcile event on p2p-events every minute
+# ---------------------------------------------------------------------------------------------
+
+# Pub/Sub has no delayed delivery, so what waits on time (soak periods, gates whose evidence may
+# have arrived out of order) is looked at again on a tick. The message carries only ce-type:
+# promoter takes a hand-published message's Pub/Sub message id as its event id, so each tick is
+# a new event, and it arrives through the same push subscription (retries, dead letters) as
+# every other event.
+resource "google_cloud_scheduler_job" "reconcile" {
+  count = local.reconcile ? 1 : 0
+
+  project     = var.project_id
+  region      = var.region
+  name        = "${var.service_name}-reconcile"
+  description = "promoter (${var.service_name}): publishes a reconcile event to ${var.events_topic_name}"
+  schedule    = var.reconcile_schedule
+  time_zone   = "Etc/UTC"
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.events.id
+    data       = base64encode("{}")
+    attributes = {
+      "ce-type" = "reconcile"
+    }
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_pubsub_topic_iam_member.scheduler_publishes_reconcile,
+  ]
+}
+
+# The identity Cloud Scheduler publishes with (local.scheduler_publisher) may publish to this one
+# topic. Projects that still give that agent roles/editor would not need it; projects that took
+# Editor away (as least privilege asks) do.
+resource "google_pubsub_topic_iam_member" "scheduler_publishes_reconcile" {
+  count = local.reconcile ? 1 : 0
+
+  project = var.project_id
+  topic   = google_pubsub_topic.events.name
+  role    = "roles/pubsub.publisher"
+  member  = local.scheduler_publisher
 }

@@ -52,3 +52,13 @@ output "notification_channel" {
   description = "Cloud Monitoring notification channel to attach to alert policies."
   value       = google_monitoring_notification_channel.p2p_events.id
 }
+
+output "state_repository" {
+  description = "Where promoter keeps its own indexes (PROMOTER_STATE_REPOSITORY)."
+  value       = local.state_repository
+}
+
+output "reconcile_job" {
+  description = "Cloud Scheduler job that publishes reconcile to the events topic (null when reconcile_schedule is \"\")."
+  value       = one(google_cloud_scheduler_job.reconcile[*].id)
+}

@@ -132,8 +132,37 @@ variable "subscribe_cloud_builds" {
   default     = false
 }
 
+variable "reconcile_schedule" {
+  description = <<-EOT
+    Cron schedule (UTC) of the Cloud Scheduler job that publishes a reconcile event to the events
+    topic, so that gates waiting on time are decided again. Default: every minute. "" creates no job.
+  EOT
+  type        = string
+  default     = "* * * * *"
+
+  validation {
+    condition     = var.reconcile_schedule == "" || can(regex("^\\S+(\\s+\\S+){4}$", trimspace(var.reconcile_schedule)))
+    error_message = "reconcile_schedule must be a five-field cron schedule (e.g. \"* * * * *\") or \"\" for none."
+  }
+}
+
+variable "state_repository_id" {
+  description = <<-EOT
+    Id of the Artifact Registry repository (DOCKER, in project_id and region) the module creates for
+    promoter's own indexes (PROMOTER_STATE_REPOSITORY). Only the service's account may write and
+    delete there.
+  EOT
+  type        = string
+  default     = "promoter-state"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", var.state_repository_id))
+    error_message = "state_repository_id must be lower-case letters, digits and hyphens, start with a letter and be at most 63 characters."
+  }
+}
+
 variable "enable_apis" {
-  description = "Enable the APIs the module uses (run, pubsub, artifactregistry, monitoring, iam)."
+  description = "Enable the APIs the module uses (run, pubsub, artifactregistry, monitoring, iam, cloudscheduler)."
   type        = bool
   default     = true
 }

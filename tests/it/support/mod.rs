@@ -20,7 +20,11 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A port nobody listens on at the moment it is returned.
+/// A port nobody listens on at the moment it is returned: only for tests where nobody listening
+/// is the point (an unreachable registry; a service that must refuse to start before it binds).
+/// Never hand it to something that should listen on it: another process can take it between this
+/// returning and that binding. Whatever listens binds port 0 itself and says which port it got
+/// (`Registry::start`, `ServiceProcess::start`, `PubSubFake::start`).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -36,14 +36,23 @@ fn fake_binary() -> std::path::PathBuf {
 }
 
 impl PubSubFake {
+    /// Starts on a port the fake picks itself and prints: no port is chosen here and handed over,
+    /// so none can be taken by another process in between.
     pub fn start() -> PubSubFake {
-        Self::start_on(super::free_port())
+        Self::spawn(None)
     }
 
     /// Starts on a given port: a restarted fake is the same endpoint, empty, as after an outage.
     pub fn start_on(port: u16) -> PubSubFake {
-        let mut child = Command::new(fake_binary())
-            .args(["-port", &port.to_string()])
+        Self::spawn(Some(port))
+    }
+
+    fn spawn(port: Option<u16>) -> PubSubFake {
+        let mut command = Command::new(fake_binary());
+        if let Some(port) = port {
+            command.args(["-port", &port.to_string()]);
+        }
+        let mut child = command
             .args(["-topic", EVENTS_TOPIC, "-topic", PROMOTIONS_TOPIC])
             .args([
                 "-subscription",
@@ -67,8 +76,13 @@ impl PubSubFake {
         let host = line
             .trim()
             .strip_prefix("PUBSUB_EMULATOR_HOST=")
-            .expect("PUBSUB_EMULATOR_HOST=...")
+            .unwrap_or_else(|| panic!("PUBSUB_EMULATOR_HOST=HOST:PORT, got {line:?}"))
             .to_owned();
+        let port = host
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {host:?}"));
         PubSubFake {
             child: Some(child),
             _stdin: Some(stdin),

@@ -30,10 +30,15 @@ pub struct Registry {
     pub port: u16,
 }
 
+/// How a config names the address to listen on before the registry has chosen a port.
+const ANY_PORT: &str = "127.0.0.1:0";
+
 impl Registry {
+    /// Starts a registry on a port it binds itself (`http.addr: 127.0.0.1:0`) and reads from its
+    /// log: no port is chosen here and handed over, so none can be taken by another process in
+    /// between.
     pub fn start(auth: Auth) -> Registry {
         let dir = tempfile::tempdir().expect("registry dir");
-        let port = super::free_port();
         let auth_section = match &auth {
             Auth::None => String::new(),
             Auth::Basic { user, password } => {
@@ -56,19 +61,26 @@ impl Registry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_section}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ANY_PORT}\n{auth_section}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("registry config");
         let child = Self::spawn(&config_path, dir.path());
-        let registry = Registry {
+        let mut registry = Registry {
             child,
             config_path,
             dir,
-            port,
+            port: 0,
         };
-        registry.wait_ready();
+        registry.port = registry.wait_listening(0);
+        // A restart (after an outage) must come back where the clients know it is.
+        let config = std::fs::read_to_string(&registry.config_path).expect("registry config");
+        std::fs::write(
+            &registry.config_path,
+            config.replace(ANY_PORT, &format!("127.0.0.1:{}", registry.port)),
+        )
+        .expect("registry config");
         registry
     }
 
@@ -93,24 +105,49 @@ impl Registry {
         let _ = self.child.wait();
     }
 
+    /// Brings the registry back on the same address with the same content. The port was free
+    /// for the outage; if another process took it meanwhile, this fails, naming the log.
     pub fn restart(&mut self) {
+        let before = self.listening_lines().len();
         self.child = Self::spawn(&self.config_path, self.dir.path());
-        self.wait_ready();
+        let port = self.wait_listening(before);
+        assert_eq!(port, self.port, "the registry came back on another port");
     }
 
-    fn wait_ready(&self) {
+    /// The port of the first "listening on" line after the first `skip` of them (distribution
+    /// logs it once it has bound, with the address bound), waiting for it.
+    fn wait_listening(&mut self, skip: usize) -> u16 {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        loop {
+            if let Some(port) = self.listening_lines().get(skip) {
+                return *port;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the registry exited ({status}) before listening: {}",
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the registry logged no \"listening on\" line: {}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!(
-            "registry on port {} did not start: {}",
-            self.port,
-            self.log()
-        );
+    }
+
+    /// The ports of every `msg="listening on 127.0.0.1:PORT"` line of the log, in order.
+    fn listening_lines(&self) -> Vec<u16> {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once("msg=\"listening on ")?;
+                let (address, _) = rest.split_once('"')?;
+                address.rsplit(':').next()?.parse().ok()
+            })
+            .collect()
     }
 
     pub fn host(&self) -> String {

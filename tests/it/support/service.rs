@@ -12,15 +12,19 @@ use tempfile::TempDir;
 pub struct ServiceProcess {
     child: Child,
     dir: TempDir,
+    /// The port the service bound, as its "serving" log line names it.
+    pub port: u16,
     pub url: String,
     pub http: reqwest::Client,
 }
 
 impl ServiceProcess {
     /// Starts `promoter serve` with exactly `env` (plus HOME and PATH) and waits for `/healthz`.
+    ///
+    /// The service binds `PORT=0` itself and logs the port it got: a port picked here and handed
+    /// over could be taken by another process in between (tests run in parallel).
     pub async fn start(env: &[(&str, String)]) -> ServiceProcess {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = super::free_port();
         let log = std::fs::File::create(dir.path().join("service.log")).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_promoter"));
         command
@@ -29,7 +33,7 @@ impl ServiceProcess {
             .env("HOME", dir.path())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CLOUDSDK_CONFIG", dir.path().join("gcloud"))
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env("RUST_LOG", "info");
         for (name, value) in env {
             command.env(name, value);
@@ -39,15 +43,18 @@ impl ServiceProcess {
             .stderr(log)
             .spawn()
             .expect("promoter serve starts");
-        let service = ServiceProcess {
+        let mut service = ServiceProcess {
             child,
             dir,
-            url: format!("http://127.0.0.1:{port}"),
+            port: 0,
+            url: String::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("client"),
         };
+        service.port = service.bound_port(Duration::from_secs(20));
+        service.url = format!("http://127.0.0.1:{}", service.port);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(response) = service
@@ -62,6 +69,26 @@ impl ServiceProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("promoter serve did not become healthy: {}", service.log());
+    }
+
+    /// The `port` of the "serving" log line, once it is written.
+    fn bound_port(&mut self, wait: Duration) -> u16 {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(port) = self.log().lines().find_map(serving_port) {
+                return port;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "promoter serve exited ({status}) before serving: {}",
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!("promoter serve logged no \"serving\" line: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends SIGTERM, as Cloud Run does, and waits for the process to exit.
@@ -100,6 +127,15 @@ impl ServiceProcess {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
     }
+}
+
+/// The port of a "serving" line of the service's log (Cloud Logging JSON, one object a line).
+fn serving_port(line: &str) -> Option<u16> {
+    let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+    if entry["message"] != "serving" {
+        return None;
+    }
+    entry["port"].as_u64().and_then(|p| u16::try_from(p).ok())
 }
 
 impl Drop for ServiceProcess {
