@@ -949,31 +949,16 @@ fn delivery_and_error_display() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CloudEvents JSON-format conformance vectors (shared/conformance/cloudevents-json)
+// CloudEvents JSON-format conformance vectors (tests/conformance/cloudevents-json)
 // ---------------------------------------------------------------------------------------------
 
-/// Where the vectors are: `PROMOTER_CONFORMANCE_DIR`, else `shared/conformance/cloudevents-json`
-/// (or `tests/conformance/cloudevents-json`) beside any ancestor of the crate.
+/// Where the vectors are: `PROMOTER_CONFORMANCE_DIR` (a newer copy of the suite), else the copy
+/// kept in this repository.
 fn conformance_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PROMOTER_CONFORMANCE_DIR") {
-        return PathBuf::from(dir);
+    match std::env::var_os("PROMOTER_CONFORMANCE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cloudevents-json"),
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .flat_map(|dir| {
-            [
-                dir.join("shared/conformance/cloudevents-json"),
-                dir.join("tests/conformance/cloudevents-json"),
-            ]
-        })
-        .find(|dir| dir.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "CloudEvents conformance vectors not found above {}; set PROMOTER_CONFORMANCE_DIR",
-                manifest.display()
-            )
-        })
 }
 
 /// (test id, event, may be skipped) from one vector file.

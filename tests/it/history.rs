@@ -694,7 +694,11 @@ async fn promoter_reconcile_and_pull_reconcile_every_promote_what_waits_on_time(
     let announced = harness.prod_announcements("other", 1).await;
     let _ = worker.kill();
     let _ = worker.wait();
-    assert_eq!(announced.len(), 1, "pull --reconcile-every never promoted it");
+    assert_eq!(
+        announced.len(),
+        1,
+        "pull --reconcile-every never promoted it"
+    );
     assert!(harness.held("prod", "other", "1.0.0").is_some());
 }
 
