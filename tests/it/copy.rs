@@ -306,7 +306,14 @@ async fn the_command_line_says_what_is_missing() {
         stderr(&output)
     );
 
-    for bad in ["App:1", "app:-x", "app@sha256:123", "app"] {
+    for bad in [
+        "App:1",
+        "app:-x",
+        "app@sha256:123",
+        "app",
+        "app:1 ",
+        "app:1\n",
+    ] {
         let output = promoter
             .run(&[
                 "promote",
@@ -331,6 +338,16 @@ async fn the_command_line_says_what_is_missing() {
     let output = promoter.run(&["copy", "127.0.0.1:1/a/b:1", "127.0.0.1:1/c/d@sha256:0000000000000000000000000000000000000000000000000000000000000000"]).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(!stderr(&output).contains("panicked"));
+    // A padded reference is refused, as skopeo and crane refuse it, never trimmed and copied.
+    let output = promoter
+        .run(&["copy", "127.0.0.1:1/a/b:1 ", "127.0.0.1:1/c/d"])
+        .await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("whitespace"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 fn support_digest(bytes: &[u8]) -> String {

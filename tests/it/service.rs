@@ -351,6 +351,19 @@ async fn bad_input_is_answered_and_copies_nothing() {
             400,
             "rejected",
         ),
+        (
+            "image padded with a space, through Pub/Sub",
+            Message::binary_cloudevent("test-passed", test_passed(&format!("{image} ")))
+                .wrapped_push(),
+            200,
+            "rejected",
+        ),
+        (
+            "image with a trailing newline, direct caller",
+            http_binary("test-passed", test_passed(&format!("{image}\n"))),
+            400,
+            "rejected",
+        ),
     ];
     for (name, request, status, decision) in cases {
         let (got, body) = stack.service.post(&request).await;
@@ -686,4 +699,85 @@ async fn sigterm_lets_an_in_flight_promotion_finish_and_logs_are_cloud_logging_j
         }
     }
     assert_eq!(decision_lines, 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_deliveries_in_flight_ride_out_a_registry_restart() {
+    let mut stack = Stack::start(&[]).await;
+    let host = stack.registry.host();
+    let mut images = vec![stack.image.clone()];
+    for n in 0..9 {
+        let repository = format!("{host}/fast-feedback/app-{n}");
+        crate::support::seed(stack._work.path(), &repository, "1.0.0", &[], None);
+        images.push(format!("{repository}:1.0.0"));
+    }
+    let url = format!("{}/", stack.service.url);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let deliveries: Vec<_> = images
+        .iter()
+        .map(|image| {
+            let request =
+                Message::binary_cloudevent("test-passed", test_passed(image)).wrapped_push();
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut builder = client.post(url).body(request.body.clone());
+                for (name, value) in &request.headers {
+                    builder = builder.header(name.as_str(), value.as_str());
+                }
+                let response = builder.send().await.expect("an answer");
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response
+                        .json::<serde_json::Value>()
+                        .await
+                        .unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    // Once the deliveries are writing their records, the registry goes away for 1.5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stack.registry.requests("PUT", "/v2/fast-feedback/") == 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        stack.registry.requests("PUT", "/v2/fast-feedback/") > 0,
+        "the deliveries never reached the registry"
+    );
+    stack.registry.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stack.registry.restart();
+    let mut answers = Vec::new();
+    for delivery in deliveries {
+        answers.push(delivery.await.expect("delivery task"));
+    }
+    // The fault hit deliveries in flight: some of their requests were served after the restart.
+    let log = stack.registry.log();
+    let after_restart = log
+        .rsplit_once("listening on")
+        .map(|(_, after)| after.matches("response completed").count())
+        .unwrap_or_default();
+    assert!(
+        after_restart > 0,
+        "no delivery was in flight across the restart"
+    );
+    for (image, (status, body)) in images.iter().zip(&answers) {
+        assert_eq!(
+            (*status, body["decision"].clone()),
+            (200, json!("promoted")),
+            "{image}: the retries did not ride out the restart: {body}"
+        );
+        let destination = image.replace("/fast-feedback/", "/extended-test/");
+        assert_eq!(
+            skopeo_raw(&destination, None),
+            skopeo_raw(image, None),
+            "{destination} is not the same bytes"
+        );
+    }
 }
