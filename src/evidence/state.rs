@@ -263,11 +263,12 @@ pub struct WaitingIndex<'a> {
     pub repository: &'a Repository,
 }
 
-fn waiting_manifest(
+/// An index entry's manifest under `tag`: the same bytes for the same entry, whoever writes it.
+fn index_manifest<T: Serialize>(
     repository: &Repository,
-    entry: &WaitingEntry,
+    tag: String,
+    entry: &T,
 ) -> Result<(String, crate::registry::manifest::RawManifest), EvidenceError> {
-    let tag = entry.tag()?;
     let manifest = record_manifest(
         &format!("{repository}:{tag}"),
         Artifact {
@@ -278,6 +279,13 @@ fn waiting_manifest(
         entry,
     )?;
     Ok((tag, manifest))
+}
+
+fn waiting_manifest(
+    repository: &Repository,
+    entry: &WaitingEntry,
+) -> Result<(String, crate::registry::manifest::RawManifest), EvidenceError> {
+    index_manifest(repository, entry.tag()?, entry)
 }
 
 impl WaitingIndex<'_> {
@@ -341,16 +349,7 @@ fn promoted_manifest(
         arrived_ms: arrived.timestamp_millis(),
     };
     let tag = format!("{:013}.{}", entry.arrived_ms.max(0), digest.hex());
-    let manifest = record_manifest(
-        &format!("{repository}:{tag}"),
-        Artifact {
-            artifact_type: INDEX_ARTIFACT_TYPE,
-            subject: None,
-            annotations: serde_json::json!({}),
-        },
-        &entry,
-    )?;
-    Ok((tag, manifest))
+    index_manifest(repository, tag, &entry)
 }
 
 fn parse_promoted_tag(tag: &str) -> Option<(DateTime<Utc>, Digest)> {

@@ -196,18 +196,9 @@ impl Service {
         };
         let place = &plan.place;
         let destination_repository = &promotion_plan.destination;
-        let source = ImageRef {
-            repository: place.repository.clone(),
-            tag: None,
-            digest: Some(found.digest.clone()),
-        };
-        let destination = ImageRef {
-            repository: destination_repository.clone(),
-            tag: Some(tag.clone()),
-            digest: None,
-        };
-        let source_client = job.client(&place.repository)?;
-        let destination_client = job.client(destination_repository)?;
+        let (source, destination) = references(plan, promotion_plan, found, tag);
+        let copier = copier(job, plan, promotion_plan)?;
+        let destination_client = copier.destination;
         let index_repository = self.state.promoted(promotion.to(), &place.image_name)?;
         let index = PromotedIndex {
             client: job.client(&index_repository)?,
@@ -223,12 +214,6 @@ impl Service {
             .map(|a| a.time)
             .unwrap_or_else(|| self.now());
 
-        let copier = Copier {
-            source: source_client,
-            destination: destination_client,
-            options: CopyOptions::default(),
-            progress: Arc::new(Progress::default()),
-        };
         // Claimed beside the copy: a concurrent decision for an older digest of this image sees
         // the claim and stands down.
         let (copied, claimed, prepared) = tokio::join!(
@@ -357,23 +342,9 @@ impl Service {
             });
         };
         let destination_repository = &promotion_plan.destination;
-        let destination = ImageRef {
-            repository: destination_repository.clone(),
-            tag: Some(tag.clone()),
-            digest: None,
-        };
-        let source = ImageRef {
-            repository: plan.place.repository.clone(),
-            tag: None,
-            digest: Some(found.digest.clone()),
-        };
-        let destination_client = job.client(destination_repository)?;
-        let copier = Copier {
-            source: job.client(&plan.place.repository)?,
-            destination: destination_client,
-            options: CopyOptions::default(),
-            progress: Arc::new(Progress::default()),
-        };
+        let (source, destination) = references(plan, promotion_plan, found, tag);
+        let copier = copier(job, plan, promotion_plan)?;
+        let destination_client = copier.destination;
         let (report, record) = futures::future::try_join(
             async {
                 copier
@@ -475,6 +446,42 @@ impl Service {
             .map(|_| ())
             .map_err(failed)
     }
+}
+
+/// The copy's source (by digest: its tag was checked when the digest was found) and destination
+/// (the same tag).
+fn references(
+    plan: &Plan<'_>,
+    promotion_plan: &PromotionPlan<'_>,
+    found: &Found,
+    tag: &crate::registry::Tag,
+) -> (ImageRef, ImageRef) {
+    (
+        ImageRef {
+            repository: plan.place.repository.clone(),
+            tag: None,
+            digest: Some(found.digest.clone()),
+        },
+        ImageRef {
+            repository: promotion_plan.destination.clone(),
+            tag: Some(tag.clone()),
+            digest: None,
+        },
+    )
+}
+
+/// A copier between the plan's stage and the promotion's destination, with the job's clients.
+fn copier<'a>(
+    job: &'a Job,
+    plan: &Plan<'_>,
+    promotion_plan: &PromotionPlan<'_>,
+) -> Result<Copier<'a>, PromoteError> {
+    Ok(Copier {
+        source: job.client(&plan.place.repository)?,
+        destination: job.client(&promotion_plan.destination)?,
+        options: CopyOptions::default(),
+        progress: Arc::new(Progress::default()),
+    })
 }
 
 fn skip_reason(
