@@ -5,12 +5,15 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::events::SignalKind;
 use crate::evidence;
+use crate::promote::FrozenAnswer;
 use crate::promote::job::{Access, Job};
+use crate::promote::plan::pending_reason;
 use crate::promote::plan::{Known, Place};
 use crate::promote::{PromoteError, Service};
 use crate::registry::{Digest, RegistryError, Repository};
-use crate::rules::{self, Gate, Promotion, Skip, Verdict};
+use crate::rules::{self, Gate, Promotion, Skip, Soak, Verdict};
 
 /// Why a status could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,45 @@ pub struct GateStatus {
     pub missing: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The freeze holding the promotion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<FrozenAnswer>,
+    /// The soak clock, for a promotion that soaks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakStatus>,
+}
+
+/// A soak clock as status shows it.
+#[derive(Debug, Serialize)]
+pub struct SoakStatus {
+    /// `running` (clear since `started_at`, met at `met_at`) or `stopped` (an alert firing since
+    /// `firing_since`).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firing_since: Option<DateTime<Utc>>,
+}
+
+impl From<Soak> for SoakStatus {
+    fn from(soak: Soak) -> Self {
+        match soak {
+            Soak::Running { started_at, met_at } => SoakStatus {
+                state: "running",
+                started_at: Some(started_at),
+                met_at: Some(met_at),
+                firing_since: None,
+            },
+            Soak::Stopped { firing_since } => SoakStatus {
+                state: "stopped",
+                started_at: None,
+                met_at: None,
+                firing_since: Some(firing_since),
+            },
+        }
+    }
 }
 
 /// Reads the status of `image` (a reference in one of the pipeline's stages).
@@ -152,6 +194,7 @@ pub async fn status(service: &Service, image: &str) -> Result<StatusReport, Stat
             present: None,
             arrival: None,
             own: None,
+            approves_for: Vec::new(),
         };
         let plan = service
             .plan(&job, place, &promotions, vec![known], now)
@@ -167,18 +210,24 @@ pub async fn status(service: &Service, image: &str) -> Result<StatusReport, Stat
                 });
             }
             let alerts_repository = service.state.alerts(&place.stage, &place.image_name)?;
-            let log = evidence::AlertLog {
+            let log = evidence::ToggleLog {
                 client: job.client(&alerts_repository)?,
                 repository: &alerts_repository,
+                toggle: evidence::Toggle::Alert,
             };
             for alert in &plan.alerts {
                 let event_id = log
-                    .read(&alert.tag)
+                    .read::<evidence::SignalRecord>(&alert.tag)
                     .await?
                     .map(|r| r.event_id)
                     .unwrap_or_else(|| alert.tag.clone());
+                let kind = if alert.on {
+                    SignalKind::AlertFiring
+                } else {
+                    SignalKind::AlertClear
+                };
                 stage.signals.push(SignalStatus {
-                    kind: alert.kind.to_string(),
+                    kind: kind.to_string(),
                     time: alert.time,
                     event_id,
                     about: "image in stage".into(),
@@ -205,23 +254,14 @@ pub async fn status(service: &Service, image: &str) -> Result<StatusReport, Stat
                     Vec::new(),
                     Some(format!("{} at {}", by.kind, by.time.to_rfc3339())),
                 ),
-                Verdict::Pending(Gate::Pending {
-                    missing,
-                    not_before,
-                    entry_time_unknown,
-                }) => gate(
-                    promotion,
-                    "pending",
-                    missing.iter().map(|k| k.to_string()).collect(),
-                    match (not_before, entry_time_unknown) {
-                        (Some(time), _) => Some(format!(
-                            "minimum time in stage ends at {}",
-                            time.to_rfc3339()
-                        )),
-                        (None, true) => Some("entry time into the stage unknown".into()),
-                        _ => None,
-                    },
-                ),
+                Verdict::Pending(Gate::Pending(waiting)) => {
+                    let (missing, _, reason) =
+                        pending_reason(promotion, &Gate::Pending(waiting.clone()));
+                    let mut status = gate(promotion, "pending", missing, Some(reason));
+                    status.frozen = waiting.frozen.as_ref().map(FrozenAnswer::from);
+                    status.soak = waiting.soak.map(SoakStatus::from);
+                    status
+                }
                 Verdict::Pending(Gate::Open { .. }) => gate(promotion, "open", Vec::new(), None),
                 Verdict::Superseded { by } => gate(
                     promotion,
@@ -280,6 +320,8 @@ fn gate(
         state: state.into(),
         missing,
         detail,
+        frozen: None,
+        soak: None,
     }
 }
 

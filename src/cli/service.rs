@@ -252,6 +252,7 @@ async fn handle_pulled(service: &Service, message: ReceivedMessage) -> Dispositi
         message.publish_time,
         message.attributes,
         &message.data,
+        service.vocabulary(),
     );
     ack::reply(&http::handle(service, parsed).await).disposition()
 }

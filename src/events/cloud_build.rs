@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::attributes::Attributes;
-use super::{Delivery, EventsError, Inbound, Parsed, RawSignal, SignalKind, clip};
+use super::{Delivery, EventsError, Inbound, Parsed, RawSignal, SignalKind, Vocabulary, clip};
 
 /// The CloudEvents type Google's event catalog gives Cloud Build status changes.
 pub(crate) const EVENT_TYPE: &str = "google.cloud.cloudbuild.build.v1.statusChanged";
@@ -32,12 +32,15 @@ pub(crate) fn looks_like_build(value: &Value) -> bool {
             .any(|name| object.contains_key(*name))
 }
 
-/// Turns a Build resource into `test-passed` signals, one per pushed image, when it succeeded.
-/// `attributes` (Pub/Sub) supply `buildId` and `status` should the data lack them.
+/// Turns a Build resource into signals, one per pushed image: `test-passed` when it succeeded,
+/// or, for a trigger the rules map (DESIGN.md §8), that trigger's signal for `SUCCESS` or for
+/// `FAILURE` / `TIMEOUT`. `attributes` (Pub/Sub) supply `buildId` and `status` should the data
+/// lack them.
 pub(crate) fn parse(
     delivery: &Delivery,
     build: &Value,
     attributes: Option<&Attributes>,
+    vocabulary: &Vocabulary,
 ) -> Result<Parsed, EventsError> {
     let Some(object) = build.as_object() else {
         return Err(EventsError::InvalidField {
@@ -68,16 +71,40 @@ pub(crate) fn parse(
             field: "status".into(),
         });
     };
-    if status != "SUCCESS" {
+    // The trigger, by name (the TRIGGER_NAME substitution Cloud Build sets for triggered
+    // builds) or by id.
+    let trigger_name = object
+        .get("substitutions")
+        .and_then(|s| s.get("TRIGGER_NAME"))
+        .and_then(Value::as_str);
+    let trigger_id = object.get("buildTriggerId").and_then(Value::as_str);
+    let mapped = vocabulary.cloud_build.iter().find(|t| {
+        Some(t.trigger.as_str()) == trigger_name || Some(t.trigger.as_str()) == trigger_id
+    });
+    let kind = match (mapped, status.as_str()) {
+        (None, "SUCCESS") => Some(SignalKind::TestPassed),
+        (Some(trigger), "SUCCESS") => trigger.on_success.clone(),
+        (Some(trigger), "FAILURE" | "TIMEOUT") => trigger.on_failure.clone(),
+        _ => None,
+    };
+    let Some(kind) = kind else {
+        let meaning = match mapped {
+            Some(trigger) => format!(
+                "trigger {} maps no signal to {}",
+                clip(&trigger.trigger),
+                clip(&status)
+            ),
+            None => "only SUCCESS is a test-passed signal".to_owned(),
+        };
         return Ok(Parsed::Ignored {
             delivery: delivery.clone(),
             reason: format!(
-                "Cloud Build build {} has status {}: only SUCCESS is a test-passed signal",
+                "Cloud Build build {} has status {}: {meaning}",
                 clip(&build_id),
                 clip(&status)
             ),
         });
-    }
+    };
 
     let source = build_source(object, &build_id);
     let time = object
@@ -91,7 +118,13 @@ pub(crate) fn parse(
         });
 
     let mut signals: Vec<RawSignal> = Vec::new();
-    for image in built_images(object) {
+    // A failed build may have pushed nothing: then the images it was to build (by tag) are the
+    // ones its failure is about.
+    let mut images = built_images(object);
+    if images.is_empty() && status != "SUCCESS" {
+        images = declared_images(object);
+    }
+    for image in images {
         // Cloud Build can list one image twice (once per push of the same name); one signal each.
         if signals
             .iter()
@@ -100,13 +133,14 @@ pub(crate) fn parse(
             continue;
         }
         signals.push(RawSignal {
-            kind: SignalKind::TestPassed,
+            kind: kind.clone(),
             event_id: format!("{build_id}/{}", image.name),
             image: image.name,
             digest: image.digest,
             stage: None,
             event_source: source.clone(),
             event_type: EVENT_TYPE.to_owned(),
+            caller: None,
             time,
         });
     }
@@ -123,6 +157,25 @@ pub(crate) fn parse(
         delivery: delivery.clone(),
         signals,
     }))
+}
+
+/// The Build's `images` field: what it was to push, by name and tag.
+fn declared_images(build: &Map<String, Value>) -> Vec<BuiltImage> {
+    build
+        .get("images")
+        .and_then(Value::as_array)
+        .map(|images| {
+            images
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|name| !name.is_empty())
+                .map(|name| BuiltImage {
+                    name: name.to_owned(),
+                    digest: None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 struct BuiltImage {

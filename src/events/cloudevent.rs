@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::attributes::Attributes;
 use super::{
-    Delivery, EventsError, Inbound, Parsed, RawSignal, SignalKind, clip, cloud_build, parse_json,
-    pubsub,
+    Delivery, EventsError, Inbound, Parsed, RawSignal, SignalKind, Vocabulary, clip, cloud_build,
+    parse_json, pubsub,
 };
 
 /// The only specification version promoter reads (DESIGN.md: "CloudEvents 1.0").
@@ -398,9 +398,10 @@ pub(crate) fn into_parsed(
     event: Event,
     delivery: Delivery,
     fallback_time: Option<DateTime<Utc>>,
+    vocabulary: &Vocabulary,
 ) -> Result<Parsed, EventsError> {
     if event.ty() == pubsub::MESSAGE_PUBLISHED {
-        return pubsub::parse_eventarc(&event);
+        return pubsub::parse_eventarc(&event, vocabulary);
     }
     if event.ty() == cloud_build::EVENT_TYPE {
         // Cloud Build status changes as a CloudEvent (Google's event catalog; Knative's
@@ -412,7 +413,7 @@ pub(crate) fn into_parsed(
                 what: what.into(),
                 field: "data".into(),
             })?;
-        return cloud_build::parse(&delivery, &build, None);
+        return cloud_build::parse(&delivery, &build, None, vocabulary);
     }
     if super::is_reconcile(event.ty()) {
         let fields = DataFields::read(&event, &delivery)?;
@@ -427,12 +428,35 @@ pub(crate) fn into_parsed(
             delivery,
         });
     }
-    let Some(kind) = SignalKind::from_event_type(event.ty()) else {
+    for (name, freeze) in [(super::FREEZE, true), (super::UNFREEZE, false)] {
+        if !super::is_type(event.ty(), name) {
+            continue;
+        }
+        let fields = DataFields::read(&event, &delivery)?;
+        let stage = fields.stage.ok_or_else(|| EventsError::MissingField {
+            delivery: delivery.clone(),
+            what: format!("{name} event {}", clip(event.id())),
+            field: "data.stage".into(),
+        })?;
+        return Ok(Parsed::Stage {
+            event: super::StageEvent {
+                freeze,
+                stage,
+                reason: fields.reason,
+                event_id: event.id().to_owned(),
+                event_source: event.source().to_string(),
+                event_type: event.ty().to_owned(),
+                time: event.time().copied().or(fallback_time),
+            },
+            delivery,
+        });
+    }
+    let Some(kind) = SignalKind::from_event_type(event.ty(), &vocabulary.declared) else {
         return Ok(Parsed::Ignored {
             reason: format!(
                 "event {} has type {:?}, which is not a promoter signal (test-passed, \
-                 test-failed, soak-complete, alert-firing, alert-clear, or a type ending in \
-                 .<one of those>)",
+                 test-failed, soak-complete, alert-firing, alert-clear, approved, a signal the \
+                 rules declare, or a type ending in .<one of those>)",
                 clip(event.id()),
                 clip(event.ty())
             ),
@@ -457,6 +481,7 @@ pub(crate) fn into_parsed(
         event_id: event.id().to_owned(),
         event_source: event.source().clone(),
         event_type: event.ty().to_owned(),
+        caller: None,
         time: event.time().copied().or(fallback_time),
     };
     Ok(Parsed::Signals(Inbound {
@@ -480,12 +505,13 @@ pub(crate) fn data_json(
     }
 }
 
-/// The fields of a promoter event's `data`: `{"image", "digest", "stage"}`.
+/// The fields of a promoter event's `data`: `{"image", "digest", "stage", "reason"}`.
 #[derive(Debug, Default)]
 struct DataFields {
     image: Option<String>,
     digest: Option<String>,
     stage: Option<String>,
+    reason: Option<String>,
 }
 
 impl DataFields {
@@ -522,6 +548,7 @@ impl DataFields {
             image: string_field(&object, "image", delivery)?,
             digest: string_field(&object, "digest", delivery)?,
             stage: string_field(&object, "stage", delivery)?,
+            reason: string_field(&object, "reason", delivery)?,
         })
     }
 }
@@ -538,7 +565,9 @@ fn string_field(
         // An image or digest padded with whitespace (a trailing newline from a shell) is
         // malformed, as skopeo and crane find it: promoting the trimmed reference would act on
         // something the sender did not quite write.
-        Some(Value::String(text)) if text.trim() != text && name != "stage" => {
+        Some(Value::String(text))
+            if text.trim() != text && (name == "image" || name == "digest") =>
+        {
             Err(EventsError::InvalidField {
                 delivery: delivery.clone(),
                 field: format!("data.{name}"),
@@ -614,25 +643,6 @@ mod tests {
             "2018-04-05T18:31:00+05",
         ] {
             assert!(parse_time(bad).is_err(), "{bad} should be refused");
-        }
-    }
-
-    #[test]
-    fn signal_kind_from_type() {
-        assert_eq!(
-            SignalKind::from_event_type("test-passed"),
-            Some(SignalKind::TestPassed)
-        );
-        assert_eq!(
-            SignalKind::from_event_type("com.acme.p2p.alert-clear"),
-            Some(SignalKind::AlertClear)
-        );
-        assert_eq!(SignalKind::from_event_type("com.acme.p2ptest-passed"), None);
-        assert_eq!(SignalKind::from_event_type("test-passed.v1"), None);
-        assert_eq!(SignalKind::from_event_type("Test-Passed"), None);
-        assert_eq!(SignalKind::from_event_type(""), None);
-        for kind in SignalKind::ALL {
-            assert_eq!(kind.as_str().parse::<SignalKind>(), Ok(kind));
         }
     }
 

@@ -33,6 +33,7 @@ mod cloud_build;
 mod cloudevent;
 mod monitoring;
 mod pubsub;
+mod signal;
 
 #[cfg(test)]
 mod test_support;
@@ -40,6 +41,8 @@ mod test_support;
 mod tests;
 
 use std::fmt;
+
+pub use signal::{BuildTrigger, SignalKind, SignalName, Vocabulary};
 
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -52,13 +55,17 @@ use serde_json::Value;
 /// a JSON body, a wrapped push envelope, a structured event sent as plain JSON, a Monitoring
 /// notification, a Cloud Build resource. A CloudEvent of type `messagePublished` (Eventarc) is
 /// unwrapped into its Pub/Sub message, which is read like any pushed message.
-pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, EventsError> {
+pub fn parse(
+    headers: &HeaderMap,
+    body: &[u8],
+    vocabulary: &Vocabulary,
+) -> Result<Parsed, EventsError> {
     // Unwrapped Pub/Sub push first: with write metadata on, the message's attributes arrive as
     // plain headers, so a CloudEvent in Pub/Sub binary mode looks exactly like CloudEvents HTTP
     // binary mode. Only the x-goog-pubsub-* headers tell the two apart, and they decide how a
     // malformed message must be answered (acked, not 400).
     if let Some(delivery) = pubsub::unwrapped_delivery(headers) {
-        return pubsub::parse_unwrapped(delivery, headers, body);
+        return pubsub::parse_unwrapped(delivery, headers, body, vocabulary);
     }
     let direct = Delivery::Direct;
     let content_type = headers
@@ -74,7 +81,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, EventsError> {
                     reason,
                 }
             })?;
-            return cloudevent::into_parsed(event, direct, None);
+            return cloudevent::into_parsed(event, direct, None, vocabulary);
         }
         cloudevent::ContentMode::Batch => {
             return Err(EventsError::Unrecognized {
@@ -104,13 +111,13 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, EventsError> {
                 reason,
             }
         })?;
-        return cloudevent::into_parsed(event, direct, None);
+        return cloudevent::into_parsed(event, direct, None, vocabulary);
     }
 
     // No CloudEvents framing: a JSON body recognised by its shape.
     let value = parse_json(body, &direct, "request body")?;
     if pubsub::is_envelope(&value) {
-        return pubsub::parse_envelope(&value, None);
+        return pubsub::parse_envelope(&value, None, vocabulary);
     }
     if cloudevent::looks_structured(&value) {
         // A structured event POSTed as plain application/json: accepted, as a user of curl would
@@ -121,13 +128,13 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, EventsError> {
                 reason,
             }
         })?;
-        return cloudevent::into_parsed(event, direct, None);
+        return cloudevent::into_parsed(event, direct, None, vocabulary);
     }
     if monitoring::looks_like_notification(&value) {
         return Ok(monitoring::parse(&direct, &value));
     }
     if cloud_build::looks_like_build(&value) {
-        return cloud_build::parse(&direct, &value, None);
+        return cloud_build::parse(&direct, &value, None, vocabulary);
     }
     Err(EventsError::Unrecognized {
         delivery: direct,
@@ -146,6 +153,7 @@ pub fn parse_pulled_message(
     publish_time: Option<DateTime<Utc>>,
     attributes: impl IntoIterator<Item = (String, String)>,
     data: &[u8],
+    vocabulary: &Vocabulary,
 ) -> Result<Parsed, EventsError> {
     let delivery = Delivery::PubSub {
         message_id: message_id.to_owned(),
@@ -156,6 +164,7 @@ pub fn parse_pulled_message(
         delivery,
         &attributes::Attributes::from_pubsub(attributes),
         data,
+        vocabulary,
     )
 }
 
@@ -174,6 +183,38 @@ pub enum Parsed {
         delivery: Delivery,
         reconcile: Reconcile,
     },
+    /// A `freeze` or `unfreeze` of a stage.
+    Stage {
+        delivery: Delivery,
+        event: StageEvent,
+    },
+}
+
+/// A `freeze` or `unfreeze` of a stage (DESIGN.md §8 "Freezes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageEvent {
+    /// `true` for `freeze`, `false` for `unfreeze`.
+    pub freeze: bool,
+    /// `data.stage`: the stage promotions into which are held.
+    pub stage: String,
+    /// `data.reason`, for people.
+    pub reason: Option<String>,
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// The CloudEvent types of stage events.
+pub const FREEZE: &str = "freeze";
+pub const UNFREEZE: &str = "unfreeze";
+
+/// Whether `event_type` is `name` or ends in `.name`.
+pub(crate) fn is_type(event_type: &str, name: &str) -> bool {
+    event_type == name
+        || event_type
+            .strip_suffix(name)
+            .is_some_and(|prefix| prefix.ends_with('.'))
 }
 
 /// What a `reconcile` event asks.
@@ -190,10 +231,7 @@ pub struct Reconcile {
 
 /// Whether a CloudEvent `type` is a `reconcile`: `reconcile` or any type ending in `.reconcile`.
 pub fn is_reconcile(event_type: &str) -> bool {
-    event_type == RECONCILE
-        || event_type
-            .strip_suffix(RECONCILE)
-            .is_some_and(|prefix| prefix.ends_with('.'))
+    is_type(event_type, RECONCILE)
 }
 
 /// The CloudEvent type of a reconcile.
@@ -204,7 +242,9 @@ impl Parsed {
     pub fn delivery(&self) -> &Delivery {
         match self {
             Parsed::Signals(inbound) => &inbound.delivery,
-            Parsed::Ignored { delivery, .. } | Parsed::Reconcile { delivery, .. } => delivery,
+            Parsed::Ignored { delivery, .. }
+            | Parsed::Reconcile { delivery, .. }
+            | Parsed::Stage { delivery, .. } => delivery,
         }
     }
 }
@@ -252,74 +292,6 @@ impl fmt::Display for Delivery {
     }
 }
 
-/// The kinds of signal promoter's gates understand (DESIGN.md §5 "Inbound events").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SignalKind {
-    TestPassed,
-    TestFailed,
-    SoakComplete,
-    AlertFiring,
-    AlertClear,
-}
-
-impl SignalKind {
-    /// Every kind, in a stable order.
-    pub const ALL: [SignalKind; 5] = [
-        SignalKind::TestPassed,
-        SignalKind::TestFailed,
-        SignalKind::SoakComplete,
-        SignalKind::AlertFiring,
-        SignalKind::AlertClear,
-    ];
-
-    /// The kind's name as events and rules spell it: `test-passed`, ...
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignalKind::TestPassed => "test-passed",
-            SignalKind::TestFailed => "test-failed",
-            SignalKind::SoakComplete => "soak-complete",
-            SignalKind::AlertFiring => "alert-firing",
-            SignalKind::AlertClear => "alert-clear",
-        }
-    }
-
-    /// The kind a CloudEvent `type` names: the bare name, or any type ending in `.<name>`
-    /// (`com.acme.p2p.test-passed`). Matching is exact (case-sensitive), as CloudEvents types are.
-    pub fn from_event_type(event_type: &str) -> Option<SignalKind> {
-        SignalKind::ALL.into_iter().find(|kind| {
-            let name = kind.as_str();
-            event_type == name
-                || event_type
-                    .strip_suffix(name)
-                    .is_some_and(|prefix| prefix.ends_with('.'))
-        })
-    }
-}
-
-impl fmt::Display for SignalKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for SignalKind {
-    type Err = String;
-
-    /// Parses the exact name (`test-passed`), as rules files spell it.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SignalKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown signal {:?}: expected one of test-passed, test-failed, \
-                     soak-complete, alert-firing, alert-clear",
-                    clip(s)
-                )
-            })
-    }
-}
-
 /// One signal, normalized from whichever form carried it. Nothing in it is resolved yet: the
 /// image is as the sender wrote it (a full reference, a repository, or a bare name with `stage`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +314,9 @@ pub struct RawSignal {
     /// CloudEvents: `type` as sent. Cloud Build: [`CLOUD_BUILD_EVENT_TYPE`]. Monitoring:
     /// [`MONITORING_EVENT_TYPE_PREFIX`] + `open` or `closed`.
     pub event_type: String,
+    /// The verified identity (OIDC `email`) of a direct caller, set by the HTTP layer after it
+    /// checked the request's token; never read from the event. An `approved` signal's approver.
+    pub caller: Option<String>,
     /// CloudEvents: `time`, else the Pub/Sub publish time. Cloud Build: `finishTime`.
     /// Monitoring: `started_at` (open) or `ended_at` (closed).
     pub time: Option<DateTime<Utc>>,

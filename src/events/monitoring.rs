@@ -132,6 +132,7 @@ fn signal(notification: &Value) -> Result<RawSignal, String> {
         event_id: format!("{incident_id}/{state}"),
         event_source: source(incident),
         event_type: format!("{EVENT_TYPE_PREFIX}{state}"),
+        caller: None,
         time,
     })
 }

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 
 use super::attributes::Attributes;
 use super::cloudevent::{self, ContentMode, Fallback};
-use super::{Delivery, EventsError, Parsed, cloud_build, monitoring, parse_json};
+use super::{Delivery, EventsError, Parsed, Vocabulary, cloud_build, monitoring, parse_json};
 
 /// The CloudEvents type Eventarc gives a Pub/Sub message.
 pub(crate) const MESSAGE_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
@@ -80,6 +80,7 @@ pub(crate) fn parse_unwrapped(
     delivery: Delivery,
     headers: &HeaderMap,
     body: &[u8],
+    vocabulary: &Vocabulary,
 ) -> Result<Parsed, EventsError> {
     let attributes = Attributes::from_headers(headers, false).map_err(|reason| {
         EventsError::InvalidCloudEvent {
@@ -87,7 +88,7 @@ pub(crate) fn parse_unwrapped(
             reason,
         }
     })?;
-    parse_message(delivery, &attributes, body)
+    parse_message(delivery, &attributes, body, vocabulary)
 }
 
 /// True for a JSON object shaped like a push envelope: `message` is an object.
@@ -106,6 +107,7 @@ pub(crate) struct EnvelopeDefaults {
 pub(crate) fn parse_envelope(
     envelope: &Value,
     defaults: Option<&EnvelopeDefaults>,
+    vocabulary: &Vocabulary,
 ) -> Result<Parsed, EventsError> {
     let defaults = defaults.cloned().unwrap_or_default();
     let message = envelope.get("message").and_then(Value::as_object);
@@ -166,11 +168,14 @@ pub(crate) fn parse_envelope(
             });
         }
     };
-    parse_message(delivery, &attributes, &data)
+    parse_message(delivery, &attributes, &data, vocabulary)
 }
 
 /// Reads an Eventarc `messagePublished` event: its data is a push envelope.
-pub(crate) fn parse_eventarc(event: &Event) -> Result<Parsed, EventsError> {
+pub(crate) fn parse_eventarc(
+    event: &Event,
+    vocabulary: &Vocabulary,
+) -> Result<Parsed, EventsError> {
     // Eventarc delivers through a Pub/Sub subscription of its own and its `id` is the message id,
     // so even a broken envelope is a Pub/Sub delivery (acked, not retried forever).
     let defaults = EnvelopeDefaults {
@@ -197,7 +202,7 @@ pub(crate) fn parse_eventarc(event: &Event) -> Result<Parsed, EventsError> {
             field: "data.message".into(),
         });
     }
-    parse_envelope(&envelope, Some(&defaults))
+    parse_envelope(&envelope, Some(&defaults), vocabulary)
 }
 
 /// Reads one Pub/Sub message: a CloudEvent (structured, binary or the manual form), or a Cloud
@@ -206,6 +211,7 @@ pub(crate) fn parse_message(
     delivery: Delivery,
     attributes: &Attributes,
     data: &[u8],
+    vocabulary: &Vocabulary,
 ) -> Result<Parsed, EventsError> {
     let (message_id, subscription, publish_time) = match &delivery {
         Delivery::PubSub {
@@ -225,7 +231,7 @@ pub(crate) fn parse_message(
         ContentMode::Structured => {
             let value = parse_json(data, &delivery, "data")?;
             let event = cloudevent::from_structured(value).map_err(invalid)?;
-            return cloudevent::into_parsed(event, delivery, publish_time);
+            return cloudevent::into_parsed(event, delivery, publish_time, vocabulary);
         }
         ContentMode::Batch | ContentMode::UnsupportedFormat(_) => {
             return Err(EventsError::Unrecognized {
@@ -247,13 +253,13 @@ pub(crate) fn parse_message(
         };
         let event = cloudevent::from_binary(attributes, data, content_type, Some(&fallback))
             .map_err(invalid)?;
-        return cloudevent::into_parsed(event, delivery, publish_time);
+        return cloudevent::into_parsed(event, delivery, publish_time, vocabulary);
     }
 
     // No CloudEvents framing. Cloud Build marks its messages with attributes.
     if attributes.get("buildId").is_some() && attributes.get("status").is_some() {
         let value = parse_json(data, &delivery, "Cloud Build notification data")?;
-        return cloud_build::parse(&delivery, &value, Some(attributes));
+        return cloud_build::parse(&delivery, &value, Some(attributes), vocabulary);
     }
     let Ok(value) = serde_json::from_slice::<Value>(data) else {
         return Err(EventsError::Unrecognized {
@@ -266,13 +272,13 @@ pub(crate) fn parse_message(
     if cloudevent::looks_structured(&value) {
         // A structured event published without its Content-Type attribute.
         let event = cloudevent::from_structured(value).map_err(invalid)?;
-        return cloudevent::into_parsed(event, delivery, publish_time);
+        return cloudevent::into_parsed(event, delivery, publish_time, vocabulary);
     }
     if monitoring::looks_like_notification(&value) {
         return Ok(monitoring::parse(&delivery, &value));
     }
     if cloud_build::looks_like_build(&value) {
-        return cloud_build::parse(&delivery, &value, None);
+        return cloud_build::parse(&delivery, &value, None, vocabulary);
     }
     Err(EventsError::Unrecognized {
         delivery,

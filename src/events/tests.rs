@@ -25,7 +25,7 @@ fn pubsub_delivery() -> Delivery {
 
 /// The signals of a request that must have some.
 fn signals(headers: &http::HeaderMap, body: &[u8]) -> (Delivery, Vec<RawSignal>) {
-    match parse(headers, body) {
+    match parse(headers, body, &Vocabulary::default()) {
         Ok(Parsed::Signals(inbound)) => (inbound.delivery, inbound.signals),
         other => panic!("expected signals, got {other:?}"),
     }
@@ -39,14 +39,14 @@ fn one_signal(headers: &http::HeaderMap, body: &[u8]) -> (Delivery, RawSignal) {
 }
 
 fn ignored(headers: &http::HeaderMap, body: &[u8]) -> (Delivery, String) {
-    match parse(headers, body) {
+    match parse(headers, body, &Vocabulary::default()) {
         Ok(Parsed::Ignored { delivery, reason }) => (delivery, reason),
         other => panic!("expected ignored, got {other:?}"),
     }
 }
 
 fn error(headers: &http::HeaderMap, body: &[u8]) -> EventsError {
-    match parse(headers, body) {
+    match parse(headers, body, &Vocabulary::default()) {
         Err(err) => err,
         Ok(parsed) => panic!("expected an error, got {parsed:?}"),
     }
@@ -71,6 +71,7 @@ fn wrapped_push_with_binary_cloudevent_attributes() {
     assert_eq!(
         signal,
         RawSignal {
+            caller: None,
             kind: SignalKind::TestPassed,
             image: IMAGE.into(),
             digest: None,
@@ -507,6 +508,7 @@ fn cloud_build_success_through_pubsub_is_test_passed_per_image() {
     assert_eq!(
         signals[0],
         RawSignal {
+            caller: None,
             kind: SignalKind::TestPassed,
             image: IMAGE.into(),
             digest: Some("sha256:aaaa".into()),
@@ -636,6 +638,7 @@ fn monitoring_open_through_pubsub_channel_is_alert_firing() {
     assert_eq!(
         signal,
         RawSignal {
+            caller: None,
             kind: SignalKind::AlertFiring,
             image: "my-app".into(),
             digest: None,
@@ -927,7 +930,7 @@ fn truncated_input_never_panics() {
     for body in &bodies {
         for end in 0..=body.len() {
             for headers in &header_sets {
-                let _ = parse(headers, &body[..end]);
+                let _ = parse(headers, &body[..end], &Vocabulary::default());
             }
         }
     }
@@ -991,7 +994,7 @@ fn conformance_valid_events_are_accepted() {
     for (id, event, _) in vectors("valid-events.json") {
         let bytes = event.to_string().into_bytes();
         // Direct, structured mode: every vector has an unknown type, so each is ignored.
-        match parse(&structured, &bytes) {
+        match parse(&structured, &bytes, &Vocabulary::default()) {
             Ok(Parsed::Ignored {
                 delivery: Delivery::Direct,
                 ..
@@ -1000,7 +1003,7 @@ fn conformance_valid_events_are_accepted() {
         }
         // The same event through Pub/Sub in the binding's structured mode.
         let body = push_body(&[("content-type", "application/cloudevents+json")], &bytes);
-        match parse(&push_headers(), &body) {
+        match parse(&push_headers(), &body, &Vocabulary::default()) {
             Ok(Parsed::Ignored { delivery, .. }) if delivery.is_pubsub() => {}
             other => panic!("{id} through Pub/Sub: expected ignored, got {other:?}"),
         }
@@ -1019,9 +1022,9 @@ fn conformance_invalid_events_are_errors() {
     let mut checked = 0;
     for (id, event, skippable) in vectors("invalid-events.json") {
         let bytes = event.to_string().into_bytes();
-        let direct = parse(&structured, &bytes);
+        let direct = parse(&structured, &bytes, &Vocabulary::default());
         let body = push_body(&[("content-type", "application/cloudevents+json")], &bytes);
-        let pubsub = parse(&push_headers(), &body);
+        let pubsub = parse(&push_headers(), &body, &Vocabulary::default());
         if skippable && (direct.is_ok() || pubsub.is_ok()) {
             continue; // the suite allows skipping these
         }

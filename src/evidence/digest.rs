@@ -28,19 +28,30 @@ use super::{
 };
 
 /// The tag holding the latest `kind` signal for `digest`.
-pub fn signal_tag(digest: &Digest, kind: SignalKind) -> String {
+pub fn signal_tag(digest: &Digest, kind: &SignalKind) -> String {
     format!("{}.p2p.{}", digest.fallback_tag(), kind.as_str())
 }
 
 /// The tag holding one signal event for `digest`. Ten hex digits of the event's hash keep the
 /// tag within the 128 characters OCI allows for the longest signal names.
-pub fn event_tag(digest: &Digest, kind: SignalKind, source: &str, id: &str) -> String {
+pub fn event_tag(digest: &Digest, kind: &SignalKind, source: &str, id: &str) -> String {
     let hash = event_hash(source, id);
     format!(
         "{}.p2p.{}.{}",
         digest.fallback_tag(),
         kind.as_str(),
         &hash[..10]
+    )
+}
+
+/// The tag holding the latest approval that counts for the promotion into `to_stage`: verified,
+/// and by an approver its `approvers` name. An approval that does not count there never
+/// overwrites one that does.
+pub fn approval_tag(digest: &Digest, to_stage: &str) -> String {
+    format!(
+        "{}.p2p.approved.{}",
+        digest.fallback_tag(),
+        super::short_hash(&[to_stage], 4)
     )
 }
 
@@ -61,13 +72,15 @@ pub struct DigestRecords<'a> {
 
 impl DigestRecords<'_> {
     /// Records a signal about `digest` (whose manifest `subject` describes): the event under its
-    /// own tag and as the latest of its type, in one write each, side by side.
+    /// own tag, as the latest of its type, and under `also_as` (an approval's per-promotion
+    /// tags), in one write each, side by side.
     pub async fn record_signal(
         &self,
         digest: &Digest,
         subject: &Descriptor,
-        kind: SignalKind,
+        kind: &SignalKind,
         record: &SignalRecord,
+        also_as: &[String],
     ) -> Result<(), EvidenceError> {
         let latest = signal_tag(digest, kind);
         let event = event_tag(digest, kind, &record.event_source, &record.event_id);
@@ -87,7 +100,9 @@ impl DigestRecords<'_> {
             record,
         )?;
         put_empty_blob(self.client, self.repository, None).await?;
-        put_tags(self.client, self.repository, &manifest, &[&event, &latest]).await?;
+        let mut tags: Vec<&str> = vec![&event, &latest];
+        tags.extend(also_as.iter().map(String::as_str));
+        put_tags(self.client, self.repository, &manifest, &tags).await?;
         Ok(())
     }
 
@@ -95,16 +110,30 @@ impl DigestRecords<'_> {
     pub async fn latest_signal(
         &self,
         digest: &Digest,
-        kind: SignalKind,
+        kind: &SignalKind,
     ) -> Result<Option<SignalRecord>, EvidenceError> {
         read_record(self.client, self.repository, &signal_tag(digest, kind)).await
+    }
+
+    /// The latest approval of `digest` that counts for the promotion into `to_stage`.
+    pub async fn approval_for(
+        &self,
+        digest: &Digest,
+        to_stage: &str,
+    ) -> Result<Option<SignalRecord>, EvidenceError> {
+        read_record(
+            self.client,
+            self.repository,
+            &approval_tag(digest, to_stage),
+        )
+        .await
     }
 
     /// One signal event recorded for `digest`, by the event's source and id.
     pub async fn signal_event(
         &self,
         digest: &Digest,
-        kind: SignalKind,
+        kind: &SignalKind,
         source: &str,
         id: &str,
     ) -> Result<Option<SignalRecord>, EvidenceError> {
@@ -254,10 +283,14 @@ mod tests {
     #[test]
     fn tags_fit_the_tag_grammar_for_every_signal() {
         let digest = Digest::sha256_of(b"image");
-        for kind in SignalKind::ALL {
+        let longest = SignalKind::Declared(
+            crate::events::SignalName::try_from("a".repeat(40).as_str()).expect("a name"),
+        );
+        for kind in SignalKind::BUILT_IN.into_iter().chain([longest]) {
             for tag in [
-                signal_tag(&digest, kind),
-                event_tag(&digest, kind, "//ci", "event-1"),
+                signal_tag(&digest, &kind),
+                event_tag(&digest, &kind, "//ci", "event-1"),
+                approval_tag(&digest, &"s".repeat(63)),
                 arrived_tag(&digest),
                 promoted_tag(&digest),
             ] {
@@ -272,7 +305,7 @@ mod tests {
     #[test]
     fn the_same_event_maps_to_the_same_tag_and_another_to_another() {
         let digest = Digest::sha256_of(b"image");
-        let kind = SignalKind::SoakComplete;
+        let kind = &SignalKind::SoakComplete;
         assert_eq!(
             event_tag(&digest, kind, "//a", "1"),
             event_tag(&digest, kind, "//a", "1")

@@ -35,7 +35,7 @@ use crate::registry::{Digest, RegistryClient, RegistryError, Repository};
 
 pub use digest::DigestRecords;
 pub use state::{
-    AlertLog, AlertRecord, PromotedIndex, StateRepository, WaitingEntry, WaitingIndex,
+    LogRecord, PromotedIndex, StateRepository, Toggle, ToggleLog, WaitingEntry, WaitingIndex,
 };
 
 /// The artifact type of a signal record.
@@ -94,6 +94,21 @@ pub struct SignalRecord {
     /// The version tag the event named, so a later signal (an alert clearing) can promote the
     /// digest under its tag.
     pub tag: Option<String>,
+    /// For `approved`: who approved, when the request's token said so (verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+}
+
+/// A `freeze` or `unfreeze` of a stage, as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StageEventRecord {
+    pub freeze: bool,
+    pub stage: String,
+    pub reason: Option<String>,
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    pub time: DateTime<Utc>,
 }
 
 /// A promotion into a stage: which signals, event ids and times, from which stage, by whom.

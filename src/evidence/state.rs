@@ -4,6 +4,7 @@
 //! | repository | tags | one per | kept |
 //! |---|---|---|---|
 //! | `{state}/alerts/{stage}/{image}` | `<alert-firing\|alert-clear>.<time>.<event>` | alert event of the image in the stage | from the latest `alert-firing` on |
+//! | `{state}/freezes/{stage}` | `<freeze\|unfreeze>.<time>.<event>` | freeze event of the stage | from the latest `freeze` on |
 //! | `{state}/waiting` | `<stage and image hash>.<digest hex>` | digest waiting for an alert to clear or for time | while it waits |
 //! | `{state}/promoted/{stage}/{image}` | `<arrival ms>.<digest hex>` | digest promoted into the stage, by when it entered the stage before | the newest |
 //!
@@ -16,14 +17,12 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::events::SignalKind;
 use crate::registry::{Digest, RegistryClient, RegistryHost, Repository};
 use crate::rules::StageName;
 
 use super::{
-    Artifact, EvidenceError, INDEX_ARTIFACT_TYPE, SIGNAL_ARTIFACT_TYPE, SignalRecord,
-    delete_entries, event_hash, format_time, parse_time, put_empty_blob, put_tags, read_record,
-    record_manifest, short_hash,
+    Artifact, EvidenceError, INDEX_ARTIFACT_TYPE, SIGNAL_ARTIFACT_TYPE, delete_entries, event_hash,
+    format_time, parse_time, put_empty_blob, put_tags, read_record, record_manifest, short_hash,
 };
 
 /// Where promoter keeps its indexes: a registry host and a path below it.
@@ -66,6 +65,11 @@ impl StateRepository {
         self.repository(&format!("alerts/{stage}/{image}"))
     }
 
+    /// The `freeze` and `unfreeze` records of `stage`.
+    pub fn freezes(&self, stage: &StageName) -> Result<Repository, EvidenceError> {
+        self.repository(&format!("freezes/{stage}"))
+    }
+
     /// The digests waiting for an alert to clear or for time.
     pub fn waiting(&self) -> Result<Repository, EvidenceError> {
         self.repository("waiting")
@@ -83,64 +87,92 @@ impl std::fmt::Display for StateRepository {
     }
 }
 
-/// One alert record as its tag describes it: decisions need no more than the listing.
+/// Which two-state log: the alert state of an image in a stage, or the freeze state of a stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    /// `alert-firing` / `alert-clear`.
+    Alert,
+    /// `freeze` / `unfreeze`.
+    Freeze,
+}
+
+impl Toggle {
+    /// The tag words of the "on" and the "off" state.
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Toggle::Alert => ("alert-firing", "alert-clear"),
+            Toggle::Freeze => ("freeze", "unfreeze"),
+        }
+    }
+}
+
+/// One record of a two-state log as its tag describes it: decisions need no more than the
+/// listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlertRecord {
-    pub kind: SignalKind,
+pub struct LogRecord {
+    /// `alert-firing` or `freeze` (as opposed to `alert-clear` or `unfreeze`).
+    pub on: bool,
     pub time: DateTime<Utc>,
-    /// The tag that holds the whole record ([`AlertLog::read`]).
+    /// The tag that holds the whole record ([`ToggleLog::read`]).
     pub tag: String,
 }
 
-/// The alert records of one image in one stage.
+/// A two-state log (an image's alerts in a stage, a stage's freezes): one tag per event, the
+/// latest by time being the current state.
 #[derive(Clone, Copy)]
-pub struct AlertLog<'a> {
+pub struct ToggleLog<'a> {
     pub client: &'a RegistryClient,
     pub repository: &'a Repository,
+    pub toggle: Toggle,
 }
 
-fn alert_tag(kind: SignalKind, time: DateTime<Utc>, source: &str, id: &str) -> String {
+fn log_tag(toggle: Toggle, on: bool, time: DateTime<Utc>, source: &str, id: &str) -> String {
+    let (on_word, off_word) = toggle.words();
     format!(
         "{}.{}.{}",
-        kind.as_str(),
+        if on { on_word } else { off_word },
         format_time(time),
         &event_hash(source, id)[..10]
     )
 }
 
-fn parse_alert_tag(tag: &str) -> Option<AlertRecord> {
+fn parse_log_tag(toggle: Toggle, tag: &str) -> Option<LogRecord> {
     let mut parts = tag.split('.');
-    let (kind, time, _hash) = (parts.next()?, parts.next()?, parts.next()?);
+    let (word, time, _hash) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
-    let kind: SignalKind = kind.parse().ok()?;
-    if !matches!(kind, SignalKind::AlertFiring | SignalKind::AlertClear) {
-        return None;
-    }
-    Some(AlertRecord {
-        kind,
+    let (on_word, off_word) = toggle.words();
+    let on = match word {
+        w if w == on_word => true,
+        w if w == off_word => false,
+        _ => return None,
+    };
+    Some(LogRecord {
+        on,
         time: parse_time(time)?,
         tag: tag.to_owned(),
     })
 }
 
-impl AlertLog<'_> {
-    /// Records an alert event under a tag of its own (redeliveries write the same tag again).
-    pub async fn record(
+impl ToggleLog<'_> {
+    /// Records an event under a tag of its own (redeliveries write the same tag again).
+    pub async fn record<T: Serialize>(
         &self,
-        record: &SignalRecord,
-        kind: SignalKind,
+        on: bool,
+        time: DateTime<Utc>,
+        source: &str,
+        id: &str,
+        record: &T,
     ) -> Result<(), EvidenceError> {
-        let tag = alert_tag(kind, record.time, &record.event_source, &record.event_id);
+        let tag = log_tag(self.toggle, on, time, source, id);
         let manifest = record_manifest(
             &format!("{}:{tag}", self.repository),
             Artifact {
                 artifact_type: SIGNAL_ARTIFACT_TYPE,
                 subject: None,
                 annotations: serde_json::json!({
-                    "org.opencontainers.image.created": record.time.to_rfc3339(),
-                    "dev.promoter.signal.type": record.kind,
+                    "org.opencontainers.image.created": time.to_rfc3339(),
                 }),
             },
             record,
@@ -150,32 +182,35 @@ impl AlertLog<'_> {
         Ok(())
     }
 
-    /// Every alert record kept: one listing of a repository that holds only what is live.
-    pub async fn list(&self) -> Result<Vec<AlertRecord>, EvidenceError> {
+    /// Every record kept: one listing of a repository that holds only what is live.
+    pub async fn list(&self) -> Result<Vec<LogRecord>, EvidenceError> {
         Ok(self
             .client
             .list_tags(self.repository)
             .await?
             .iter()
-            .filter_map(|tag| parse_alert_tag(tag))
+            .filter_map(|tag| parse_log_tag(self.toggle, tag))
             .collect())
     }
 
     /// The whole record under `tag` (event id and source, for evidence and status).
-    pub async fn read(&self, tag: &str) -> Result<Option<SignalRecord>, EvidenceError> {
+    pub async fn read<T: for<'de> Deserialize<'de>>(
+        &self,
+        tag: &str,
+    ) -> Result<Option<T>, EvidenceError> {
         read_record(self.client, self.repository, tag).await
     }
 
-    /// Deletes the records no decision can need any more: everything before the latest
-    /// `alert-firing` (the current state and the clock since the alert last cleared are decided
-    /// from it and what follows), and, with no firing at all, every clear but the latest.
+    /// Deletes the records no decision can need any more: everything before the latest "on"
+    /// record (the current state, and the clock since it last went off, are decided from it and
+    /// what follows), and, with no "on" record at all, every "off" record but the latest.
     /// Best-effort: see [`super::delete_entries`].
-    pub async fn compact(&self, records: &[AlertRecord]) {
-        let obsolete: Vec<&AlertRecord> = obsolete_alerts(records);
+    pub async fn compact(&self, records: &[LogRecord]) {
+        let obsolete: Vec<&LogRecord> = obsolete(records);
         if obsolete.is_empty() {
             return;
         }
-        // An alert record's content (event id, source) is not in its tag: its digest is read.
+        // A record's content (event id, source) is not in its tag: its digest is read.
         let digests = futures::future::join_all(
             obsolete
                 .iter()
@@ -190,11 +225,11 @@ impl AlertLog<'_> {
     }
 }
 
-/// The records of `records` that no decision needs (see [`AlertLog::compact`]).
-fn obsolete_alerts(records: &[AlertRecord]) -> Vec<&AlertRecord> {
+/// The records of `records` that no decision needs (see [`ToggleLog::compact`]).
+fn obsolete(records: &[LogRecord]) -> Vec<&LogRecord> {
     let keep_from = records
         .iter()
-        .filter(|r| r.kind == SignalKind::AlertFiring)
+        .filter(|r| r.on)
         .map(|r| (r.time, &r.tag))
         .max()
         .or_else(|| records.iter().map(|r| (r.time, &r.tag)).max());
@@ -408,44 +443,49 @@ mod tests {
         DateTime::<Utc>::from_timestamp_millis(1_790_000_000_000 + ms).unwrap_or_default()
     }
 
-    fn alert(kind: SignalKind, ms: i64, id: &str) -> AlertRecord {
-        let tag = alert_tag(kind, at(ms), "//m", id);
-        parse_alert_tag(&tag).unwrap_or_else(|| panic!("{tag} does not parse"))
+    fn alert(on: bool, ms: i64, id: &str) -> LogRecord {
+        let tag = log_tag(Toggle::Alert, on, at(ms), "//m", id);
+        parse_log_tag(Toggle::Alert, &tag).unwrap_or_else(|| panic!("{tag} does not parse"))
     }
 
     #[test]
-    fn alert_tags_round_trip_and_fit_the_tag_grammar() {
-        for kind in [SignalKind::AlertFiring, SignalKind::AlertClear] {
-            let record = alert(kind, 123, "e");
-            assert_eq!((record.kind, record.time), (kind, at(123)));
-            assert!(crate::registry::Tag::try_from(record.tag.as_str()).is_ok());
+    fn log_tags_round_trip_and_fit_the_tag_grammar() {
+        for toggle in [Toggle::Alert, Toggle::Freeze] {
+            for on in [true, false] {
+                let tag = log_tag(toggle, on, at(123), "//m", "e");
+                let record = parse_log_tag(toggle, &tag).expect("parses");
+                assert_eq!((record.on, record.time), (on, at(123)));
+                assert!(crate::registry::Tag::try_from(record.tag.as_str()).is_ok());
+            }
         }
-        assert_eq!(parse_alert_tag("1.2.4"), None);
-        assert_eq!(parse_alert_tag("test-passed.20261201T000000000Z.abc"), None);
+        assert_eq!(parse_log_tag(Toggle::Alert, "1.2.4"), None);
+        assert_eq!(
+            parse_log_tag(Toggle::Alert, "test-passed.20261201T000000000Z.abc"),
+            None
+        );
+        let freeze = log_tag(Toggle::Freeze, true, at(1), "//m", "e");
+        assert_eq!(parse_log_tag(Toggle::Alert, &freeze), None);
     }
 
     #[test]
     fn compaction_keeps_the_latest_firing_and_what_follows() {
         let records = vec![
-            alert(SignalKind::AlertClear, 1, "a"),
-            alert(SignalKind::AlertFiring, 2, "b"),
-            alert(SignalKind::AlertClear, 3, "c"),
-            alert(SignalKind::AlertFiring, 4, "d"),
-            alert(SignalKind::AlertClear, 5, "e"),
-            alert(SignalKind::AlertClear, 6, "f"),
+            alert(false, 1, "a"),
+            alert(true, 2, "b"),
+            alert(false, 3, "c"),
+            alert(true, 4, "d"),
+            alert(false, 5, "e"),
+            alert(false, 6, "f"),
         ];
-        let obsolete: Vec<i64> = obsolete_alerts(&records)
+        let gone: Vec<i64> = obsolete(&records)
             .iter()
             .map(|r| r.time.timestamp_millis() - at(0).timestamp_millis())
             .collect();
-        assert_eq!(obsolete, vec![1, 2, 3]);
+        assert_eq!(gone, vec![1, 2, 3]);
         // Only clears: the latest stands for them all.
-        let clears = vec![
-            alert(SignalKind::AlertClear, 1, "a"),
-            alert(SignalKind::AlertClear, 2, "b"),
-        ];
-        assert_eq!(obsolete_alerts(&clears).len(), 1);
-        assert!(obsolete_alerts(&[]).is_empty());
+        let clears = vec![alert(false, 1, "a"), alert(false, 2, "b")];
+        assert_eq!(obsolete(&clears).len(), 1);
+        assert!(obsolete(&[]).is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use crate::events::{self, Delivery, EventsError, Parsed, RawSignal};
 use crate::promote::{Answer, PromoteError, Service};
-use push_auth::PushAuth;
+use push_auth::{PushAuth, PushAuthError};
 pub use server::ServeSettings;
 
 /// Request bodies over this are refused with 413 (DESIGN.md §5).
@@ -77,15 +77,72 @@ async fn receive(
                 return ack::problem(status, "request refused", &detail);
             }
         };
-        if let Err(error) = state.push_auth.check(&headers).await {
-            tracing::warn!(status = error.status().as_u16(), reason = %error, "push authentication failed");
-            return ack::problem(error.status(), "push authentication failed", &error.to_string());
-        }
-        let handled = handle(&state.service, events::parse(&headers, &body)).await;
+        let caller = match state.push_auth.check(&headers).await {
+            Ok(identity) => Caller::Allowed(identity.email),
+            // A valid, verified token of someone who is not a push identity: a person, who may
+            // send an approval and nothing else.
+            Err(PushAuthError::EmailNotAllowed { email }) => Caller::Other(email),
+            Err(error) => {
+                tracing::warn!(status = error.status().as_u16(), reason = %error, "push authentication failed");
+                return ack::problem(error.status(), "push authentication failed", &error.to_string());
+            }
+        };
+        let parsed = events::parse(&headers, &body, state.service.vocabulary());
+        let parsed = match with_caller(parsed, caller) {
+            Ok(parsed) => parsed,
+            Err(refused) => {
+                tracing::warn!(status = refused.status().as_u16(), reason = %refused, "push authentication failed");
+                return ack::problem(refused.status(), "push authentication failed", &refused.to_string());
+            }
+        };
+        let handled = handle(&state.service, parsed).await;
         ack::reply(&handled).into_response()
     }
     .instrument(span)
     .await
+}
+
+/// Who sent a request, as its token shows.
+enum Caller {
+    /// A push identity (or anyone, in mode `none`, with no identity).
+    Allowed(Option<String>),
+    /// A verified identity that is not a push identity.
+    Other(String),
+}
+
+/// Gives direct approvals their verified approver, and refuses a non-push identity anything but
+/// a direct `approved`: people approve, Pub/Sub pushes (DESIGN.md §8 "Approvals").
+fn with_caller(
+    parsed: Result<Parsed, EventsError>,
+    caller: Caller,
+) -> Result<Result<Parsed, EventsError>, PushAuthError> {
+    let (email, pusher) = match caller {
+        Caller::Allowed(email) => (email, true),
+        Caller::Other(email) => (Some(email), false),
+    };
+    match parsed {
+        Ok(Parsed::Signals(mut inbound)) if !inbound.delivery.is_pubsub() => {
+            let approvals = inbound
+                .signals
+                .iter()
+                .all(|s| s.kind == events::SignalKind::Approved);
+            if !pusher && !approvals {
+                return Err(PushAuthError::EmailNotAllowed {
+                    email: email.unwrap_or_default(),
+                });
+            }
+            for signal in &mut inbound.signals {
+                if signal.kind == events::SignalKind::Approved {
+                    signal.caller = email.clone();
+                }
+            }
+            Ok(Ok(Parsed::Signals(inbound)))
+        }
+        _ if !pusher => Err(PushAuthError::EmailNotAllowed {
+            email: email.unwrap_or_default(),
+        }),
+        other => Ok(other),
+    }
 }
 
 /// What a request (or a pulled message) came to, before it is answered: the one handling both
@@ -125,6 +182,14 @@ pub async fn handle(service: &Service, parsed: Result<Parsed, EventsError>) -> H
             Handled::Decided {
                 delivery: inbound.delivery,
                 results,
+            }
+        }
+        Ok(Parsed::Stage { delivery, event }) => {
+            let result = service.handle_stage_event(&event).await;
+            log_decision(&event.event_id, &event.event_type, &event.stage, &result);
+            Handled::Decided {
+                delivery,
+                results: vec![result],
             }
         }
         Ok(Parsed::Reconcile {

@@ -14,8 +14,8 @@ use chrono::Utc;
 
 use crate::events::SignalKind;
 use crate::evidence::{
-    AlertLog, ArrivalRecord, DigestRecords, PromotedIndex, PromotionRecord, WaitingEntry,
-    WaitingIndex,
+    ArrivalRecord, DigestRecords, PromotedIndex, PromotionRecord, SignalRecord, Toggle, ToggleLog,
+    WaitingEntry, WaitingIndex,
 };
 use crate::publish::{self, EvidenceRecord, TriggerRecord};
 use crate::registry::copy::Progress;
@@ -35,6 +35,21 @@ pub struct Executed {
     pub finished: Vec<usize>,
 }
 
+impl Executed {
+    /// Whether a freeze holds one of the candidates.
+    pub fn held_by_freeze(&self) -> bool {
+        self.outcomes.iter().any(|o| {
+            matches!(
+                &o.fate,
+                Fate::Pending {
+                    frozen: Some(_),
+                    ..
+                }
+            )
+        })
+    }
+}
+
 impl Service {
     /// Executes `plan`: each promotion's candidates, in the order its `select` says.
     ///
@@ -52,8 +67,9 @@ impl Service {
         let mut outcomes = Vec::new();
         let mut finished = vec![true; plan.found.len()];
         for promotion_plan in &plan.promotions {
-            let announce_again =
-                opened_by.is_none_or(|kind| promotion_plan.promotion.require().contains(&kind));
+            let announce_again = opened_by
+                .as_ref()
+                .is_none_or(|kind| promotion_plan.promotion.require().contains(kind));
             let fates = self
                 .execute_promotion(job, plan, promotion_plan, trigger, announce_again)
                 .await?;
@@ -97,9 +113,14 @@ impl Service {
                 Verdict::Move | Verdict::AlreadyPromoted => None,
                 Verdict::Pending(gate) => {
                     let (missing, not_before, reason) = pending_reason(promotion, gate);
+                    let frozen = match gate {
+                        Gate::Pending(waiting) => waiting.frozen.clone(),
+                        _ => None,
+                    };
                     Some(Fate::Pending {
                         missing,
                         not_before,
+                        frozen,
                         reason,
                     })
                 }
@@ -389,11 +410,12 @@ impl Service {
             async move {
                 let is_alert_tag = plan.alerts.iter().any(|a| a.tag == record.event_id);
                 let id = if is_alert_tag {
-                    AlertLog {
+                    ToggleLog {
                         client: job.client(alerts_repository)?,
                         repository: alerts_repository,
+                        toggle: Toggle::Alert,
                     }
-                    .read(&record.event_id)
+                    .read::<SignalRecord>(&record.event_id)
                     .await?
                     .map(|r| r.event_id)
                     .unwrap_or_else(|| record.event_id.clone())

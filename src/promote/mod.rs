@@ -56,5 +56,5 @@ mod outcome;
 pub(crate) mod plan;
 mod service;
 
-pub use outcome::{Answer, CandidateOutcome, Decision, Fate, Listed, PromoteError};
+pub use outcome::{Answer, CandidateOutcome, Decision, Fate, FrozenAnswer, Listed, PromoteError};
 pub use service::{Clock, Service};

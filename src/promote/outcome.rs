@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::evidence::EvidenceError;
 use crate::publish::PublishError;
 use crate::registry::{CopyReport, RegistryError};
+use crate::rules::Frozen;
 
 /// What the service decided about a signal: the `decision` of DESIGN.md §5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -52,6 +53,8 @@ pub enum Fate {
     Pending {
         missing: Vec<String>,
         not_before: Option<DateTime<Utc>>,
+        /// A freeze holds it (DESIGN.md §8 "Freezes").
+        frozen: Option<Frozen>,
         reason: String,
     },
     /// A digest of the image that entered the from-stage later moved instead.
@@ -84,6 +87,27 @@ impl Fate {
             Fate::Pending { reason, .. }
             | Fate::Superseded { reason, .. }
             | Fate::Skipped { reason } => reason.clone(),
+        }
+    }
+}
+
+/// A freeze as an answer shows it: the window's `name` or the freeze event's `reason`, and
+/// `until` when it ends by itself.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FrozenAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl From<&Frozen> for FrozenAnswer {
+    fn from(frozen: &Frozen) -> Self {
+        FrozenAnswer {
+            name: frozen.name.clone(),
+            reason: frozen.reason.clone(),
+            until: frozen.until,
         }
     }
 }
@@ -138,6 +162,9 @@ pub struct Answer {
     pub missing: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// `{"name"|"reason", "until"}` of the freeze that holds a pending promotion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<FrozenAnswer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyReport>,
     /// `reconcile` only: the references promoted.
@@ -168,6 +195,7 @@ impl Answer {
             to_stage: None,
             missing: Vec::new(),
             not_before: None,
+            frozen: None,
             copy: None,
             promoted: None,
             waiting: None,
@@ -260,11 +288,13 @@ impl Answer {
             Fate::Pending {
                 missing,
                 not_before,
+                frozen,
                 ..
             } => {
                 self.decision = Decision::Pending;
                 self.missing = missing.clone();
                 self.not_before = *not_before;
+                self.frozen = frozen.as_ref().map(FrozenAnswer::from);
             }
             Fate::Superseded { .. } | Fate::Skipped { .. } => {}
         }

@@ -14,9 +14,12 @@ use chrono::{DateTime, Utc};
 use super::job::{Access, Job};
 use super::outcome::{Answer, CandidateOutcome, Decision, Fate, PromoteError};
 use super::plan::{Known, Place};
-use crate::events::{Delivery, EventsError, RawSignal, Reconcile, SignalKind};
+use crate::events::{
+    Delivery, EventsError, RawSignal, Reconcile, SignalKind, StageEvent, Vocabulary,
+};
 use crate::evidence::{
-    self, AlertLog, DigestRecords, SignalRecord, StateRepository, WaitingEntry, WaitingIndex,
+    self, DigestRecords, SignalRecord, StageEventRecord, StateRepository, Toggle, ToggleLog,
+    WaitingEntry, WaitingIndex,
 };
 use crate::publish::{self, EventPublisher, PublishError, TriggerRecord};
 use crate::registry::auth::IdentityChoice;
@@ -40,6 +43,8 @@ pub struct Service {
     pub event_source: String,
     /// Where promoter keeps its indexes.
     pub state: StateRepository,
+    /// The rules' signals and Cloud Build triggers, for reading events.
+    vocabulary: Vocabulary,
     clock: Clock,
     /// One job at a time per destination repository in this process: duplicate deliveries wait
     /// for the first and find its promotion, and two versions of one image are never judged
@@ -69,6 +74,7 @@ impl Service {
         state: StateRepository,
     ) -> Self {
         Service {
+            vocabulary: pipeline.vocabulary(),
             pipeline,
             transport,
             identity,
@@ -89,6 +95,95 @@ impl Service {
 
     pub(super) fn now(&self) -> DateTime<Utc> {
         (self.clock)()
+    }
+
+    /// Which event types and builds are signals under these rules.
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
+    }
+
+    /// `freeze` / `unfreeze` of a stage: recorded in the stage's freeze log; an `unfreeze`
+    /// decides at once every digest waiting for a promotion into the stage.
+    pub async fn handle_stage_event(&self, event: &StageEvent) -> Result<Answer, PromoteError> {
+        let Some(stage) = self.pipeline.stage(&event.stage) else {
+            return Ok(Answer::rejected(format!(
+                "event {}: stage {:?} is not one of {}",
+                event.event_id,
+                event.stage,
+                self.pipeline
+                    .stages()
+                    .iter()
+                    .map(|s| s.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let stage = stage.name().clone();
+        let repository = self.state.freezes(&stage)?;
+        let job = Job::new(
+            &self.transport,
+            &self.identity,
+            &[(repository.clone(), Access::Own)],
+        )
+        .await?;
+        let log = ToggleLog {
+            client: job.client(&repository)?,
+            repository: &repository,
+            toggle: Toggle::Freeze,
+        };
+        let record = StageEventRecord {
+            freeze: event.freeze,
+            stage: stage.to_string(),
+            reason: event.reason.clone(),
+            event_id: event.event_id.clone(),
+            event_source: event.event_source.clone(),
+            event_type: event.event_type.clone(),
+            time: event.time.unwrap_or_else(|| self.now()),
+        };
+        log.record(
+            event.freeze,
+            record.time,
+            &record.event_source,
+            &record.event_id,
+            &record,
+        )
+        .await?;
+        log.compact(&log.list().await?).await;
+        let mut answer = if event.freeze {
+            Answer::new(
+                Decision::Recorded,
+                format!(
+                    "promotions into {stage} are frozen{} until an unfreeze",
+                    event
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+            )
+        } else {
+            let trigger = TriggerRecord {
+                event_type: event.event_type.clone(),
+                id: event.event_id.clone(),
+                source: event.event_source.clone(),
+            };
+            let decided = self
+                .decide_every_waiting(None, None, Some(&stage), &trigger)
+                .await?;
+            let decision = if decided.promoted.as_ref().is_some_and(|p| !p.is_empty()) {
+                Decision::Promoted
+            } else {
+                Decision::Recorded
+            };
+            Answer {
+                decision,
+                reason: format!("{stage} unfrozen: {}", decided.reason),
+                ..decided
+            }
+        };
+        answer.event_id = Some(event.event_id.clone());
+        answer.to_stage = Some(stage.to_string());
+        Ok(answer)
     }
 
     /// Handles one signal. A signal refused for good is announced as `promotion-rejected`.
@@ -112,7 +207,7 @@ impl Service {
         }
         let mut answer = match self.pipeline.locate(&signal.image, signal.stage.as_deref()) {
             Err(error) => Answer::rejected(error.to_string()),
-            Ok(located) if is_image_signal(signal.kind) => {
+            Ok(located) if signal.kind.is_alert() => {
                 self.handle_image_signal(signal, &located).await?
             }
             Ok(located) => self.handle_digest_signal(signal, &located).await?,
@@ -242,7 +337,7 @@ impl Service {
     pub(super) fn waits_in(&self, stage: &StageName) -> bool {
         self.pipeline
             .promotions_from(stage.as_str())
-            .any(Promotion::opens_without_digest_signal)
+            .any(|p| self.pipeline.opens_without_digest_signal(p))
     }
 
     /// Every repository a job on `place` for `promotions` touches, with how.
@@ -345,7 +440,7 @@ impl Service {
         let place = place_of(located);
         let promotions = self
             .pipeline
-            .triggered_by(located.stage.as_str(), signal.kind);
+            .triggered_by(located.stage.as_str(), &signal.kind);
         let job = self.job(&place, &promotions).await?;
         let _locks = self.lock(&place, &promotions).await?;
         let stage_client = job.client(&place.repository)?;
@@ -379,14 +474,31 @@ impl Service {
             image: place.image_name.clone(),
             digest: digest.to_string(),
         };
-        let indexed = promotions.iter().any(|p| p.opens_without_digest_signal());
+        let indexed = promotions
+            .iter()
+            .any(|p| self.pipeline.opens_without_digest_signal(p));
+        // An approval counts where its approver is verified and named by the promotion's
+        // approvers: there it is recorded under that promotion's approval tag too.
+        let approves_for: Vec<StageName> = match (&signal.kind, &signal.caller) {
+            (SignalKind::Approved, Some(approver)) => self
+                .pipeline
+                .promotions_from(place.stage.as_str())
+                .filter(|p| p.approvers().iter().any(|a| a.matches(approver)))
+                .map(|p| p.to().clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let approval_tags: Vec<String> = approves_for
+            .iter()
+            .map(|to| evidence::digest::approval_tag(&digest, to.as_str()))
+            .collect();
         // The signal's records, its arrival if it is the digest's first, and (when an alert or
         // time can open its gate) its place in the waiting index: all written before a decision
         // is taken from what the registry holds, so of two signals arriving together the later
         // reader sees both.
         let writes = async {
             futures::future::try_join3(
-                records.record_signal(&digest, &subject, signal.kind, &record),
+                records.record_signal(&digest, &subject, &signal.kind, &record, &approval_tags),
                 async {
                     match &first_arrival {
                         Some(arrival) => records.record_arrival(&digest, &subject, arrival).await,
@@ -417,7 +529,8 @@ impl Service {
             tag: located.tag.clone(),
             present: Some(subject.clone()),
             arrival: known_arrival.or(first_arrival.clone()),
-            own: Some((signal.kind, record.clone())),
+            own: Some((signal.kind.clone(), record.clone())),
+            approves_for,
         };
         let trigger = trigger_of(signal);
         // A first decision is taken while the records are written: when it moves a digest, the
@@ -429,7 +542,7 @@ impl Service {
                 .await?;
             if plan.acts() {
                 Ok::<_, PromoteError>(Some(
-                    self.execute(&job, &plan, &trigger, Some(signal.kind))
+                    self.execute(&job, &plan, &trigger, Some(signal.kind.clone()))
                         .await?,
                 ))
             } else {
@@ -444,13 +557,18 @@ impl Service {
                 let plan = self
                     .plan(&job, &place, &promotions, vec![known], self.now())
                     .await?;
-                self.execute(&job, &plan, &trigger, Some(signal.kind))
+                self.execute(&job, &plan, &trigger, Some(signal.kind.clone()))
                     .await?
             }
         };
         if indexed && !executed.finished.is_empty() && self.plan_covers_waiting(&place, &promotions)
         {
             waiting.remove(std::slice::from_ref(&entry)).await;
+        }
+        if !indexed && executed.held_by_freeze() {
+            // Held by a freeze: its end (an unfreeze, or the reconcile after a window) must find
+            // the digest, so it waits in the index like a digest waiting for an alert.
+            waiting.add(&entry).await?;
         }
         // A signal that only blocks (a failed test) is recorded; it is the promotions it blocks
         // that are refused, when a signal asks for them.
@@ -482,7 +600,6 @@ impl Service {
     fn plan_covers_waiting(&self, place: &Place, promotions: &[&Promotion]) -> bool {
         self.pipeline
             .promotions_from(place.stage.as_str())
-            .filter(|p| p.opens_without_digest_signal())
             .all(|p| promotions.iter().any(|q| q.to() == p.to()))
     }
 
@@ -495,20 +612,25 @@ impl Service {
         let place = place_of(located);
         let promotions = self
             .pipeline
-            .triggered_by(located.stage.as_str(), signal.kind);
+            .triggered_by(located.stage.as_str(), &signal.kind);
         let job = self.job(&place, &promotions).await?;
         let _locks = self.lock(&place, &promotions).await?;
         let alerts_repository = self.state.alerts(&place.stage, &place.image_name)?;
-        let log = AlertLog {
+        let log = ToggleLog {
             client: job.client(&alerts_repository)?,
             repository: &alerts_repository,
+            toggle: Toggle::Alert,
         };
-        let record = SignalRecord {
-            digest: None,
-            tag: None,
-            ..signal_record_base(signal, located, self.now())
-        };
-        log.record(&record, signal.kind).await?;
+        let record = signal_record_base(signal, located, self.now());
+        let firing = signal.kind == SignalKind::AlertFiring;
+        log.record(
+            firing,
+            record.time,
+            &record.event_source,
+            &record.event_id,
+            &record,
+        )
+        .await?;
         let mut base = Answer::new(
             Decision::Recorded,
             format!(
@@ -517,7 +639,7 @@ impl Service {
             ),
         );
         base.from_stage = Some(located.stage.to_string());
-        if signal.kind == SignalKind::AlertFiring || promotions.is_empty() {
+        if firing || promotions.is_empty() {
             log.compact(&log.list().await?).await;
             return Ok(base);
         }
@@ -574,6 +696,7 @@ impl Service {
                 present: None,
                 arrival: None,
                 own: None,
+                approves_for: Vec::new(),
             })
             .collect();
         let plan = self
@@ -598,6 +721,33 @@ impl Service {
     /// `reconcile`: decides again every digest waiting (for an alert or for time), narrowed to
     /// one stage or image when asked. Its cost grows with the number of digests waiting.
     pub async fn reconcile(&self, request: &Reconcile) -> Result<Answer, PromoteError> {
+        let trigger = TriggerRecord {
+            event_type: request.event_type.clone(),
+            id: request.event_id.clone(),
+            source: request.event_source.clone(),
+        };
+        self.decide_every_waiting(
+            request.stage.as_deref(),
+            request.image.as_deref(),
+            None,
+            &trigger,
+        )
+        .await
+        .map(|answer| Answer {
+            event_id: Some(request.event_id.clone()),
+            ..answer
+        })
+    }
+
+    /// Decides every digest waiting, or those waiting in `stage`, of `image`, or for a
+    /// promotion `into` a stage: the work of `reconcile` and of an `unfreeze`.
+    async fn decide_every_waiting(
+        &self,
+        stage: Option<&str>,
+        image: Option<&str>,
+        into: Option<&StageName>,
+        trigger: &TriggerRecord,
+    ) -> Result<Answer, PromoteError> {
         let waiting_repository = self.state.waiting()?;
         let index_job = Job::new(
             &self.transport,
@@ -632,11 +782,8 @@ impl Service {
             if WaitingEntry::group(&entry.stage, &entry.image) != *group {
                 continue;
             }
-            if request.stage.as_deref().is_some_and(|s| s != entry.stage)
-                || request
-                    .image
-                    .as_deref()
-                    .is_some_and(|i| !names_image(i, &entry.image))
+            if stage.is_some_and(|s| s != entry.stage)
+                || image.is_some_and(|i| !names_image(i, &entry.image))
             {
                 continue;
             }
@@ -651,11 +798,6 @@ impl Service {
         }
         index.remove(&stale).await;
 
-        let trigger = TriggerRecord {
-            event_type: request.event_type.clone(),
-            id: request.event_id.clone(),
-            source: request.event_source.clone(),
-        };
         use futures::StreamExt as _;
         // Boxed so the stream's futures have one nameable type (rustc cannot yet prove a
         // closure-built stream of borrowing futures `Send`: rust-lang/rust#102211).
@@ -663,7 +805,7 @@ impl Service {
             futures::future::BoxFuture<'_, Result<Vec<CandidateOutcome>, PromoteError>>,
         > = work
             .iter()
-            .map(|(place, _)| Box::pin(self.reconcile_image(place, &trigger)) as _)
+            .map(|(place, _)| Box::pin(self.reconcile_image(place, into, trigger)) as _)
             .collect();
         let results: Vec<Result<Vec<CandidateOutcome>, PromoteError>> =
             futures::stream::iter(turns)
@@ -709,7 +851,6 @@ impl Service {
         );
         answer.promoted = Some(promoted);
         answer.waiting = Some(pending.len());
-        answer.event_id = Some(request.event_id.clone());
         Ok(answer)
     }
 
@@ -718,13 +859,17 @@ impl Service {
     async fn reconcile_image(
         &self,
         place: &Place,
+        into: Option<&StageName>,
         trigger: &TriggerRecord,
     ) -> Result<Vec<CandidateOutcome>, PromoteError> {
         let promotions: Vec<&Promotion> = self
             .pipeline
             .promotions_from(place.stage.as_str())
-            .filter(|p| p.opens_without_digest_signal())
+            .filter(|p| into.is_none_or(|into| p.to() == into))
             .collect();
+        if promotions.is_empty() {
+            return Ok(Vec::new());
+        }
         let job = self.job(place, &promotions).await?;
         let _locks = self.lock(place, &promotions).await?;
         self.decide_waiting(&job, place, &promotions, trigger).await
@@ -747,10 +892,6 @@ impl Service {
 /// Whether a reconcile's `image` (a bare name, or a repository ending in it) names `name`.
 fn names_image(asked: &str, name: &str) -> bool {
     asked == name || asked.ends_with(&format!("/{name}"))
-}
-
-fn is_image_signal(kind: SignalKind) -> bool {
-    matches!(kind, SignalKind::AlertFiring | SignalKind::AlertClear)
 }
 
 fn routes(promotions: &[&Promotion]) -> String {
@@ -800,6 +941,9 @@ fn signal_record_base(signal: &RawSignal, located: &Located, now: DateTime<Utc>)
         stage: located.stage.to_string(),
         digest: None,
         tag: None,
+        approver: (signal.kind == SignalKind::Approved)
+            .then(|| signal.caller.clone())
+            .flatten(),
     }
 }
 

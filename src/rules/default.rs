@@ -90,7 +90,9 @@ impl Pipeline {
                 require_at: Origin::Builtin,
                 block_on: block_on.iter().map(|s| fixed(s)).collect(),
                 min_time_in_stage: None,
+                soak: None,
                 select: None,
+                approvers: Vec::new(),
                 at: Origin::Builtin,
             })?;
         }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::events::SignalKind;
+use crate::events::{SignalKind, SignalName};
 use crate::registry::reference::{ReferenceError, RegistryHost};
 
 use super::model::StageName;
@@ -112,23 +112,42 @@ pub enum Problem {
         to: StageName,
         first_line: Option<u64>,
     },
-    /// A name in `require` or `block_on` that is not one of the signal types.
+    /// A name in `require` or `block_on` that is neither built in nor declared: a typo would
+    /// otherwise wait forever.
     #[error(
-        "promotion {from} -> {to} {} unknown signal {signal:?} (expected one of {})",
+        "promotion {route} {} unknown signal {signal:?} (expected one of {}{known}; declare new signals under `signals:`)",
         list.verb(),
-        join(&SignalKind::ALL)
+        join(&SignalKind::BUILT_IN)
     )]
     UnknownSignal {
-        from: StageName,
-        to: StageName,
+        /// `from -> to`.
+        route: String,
         list: SignalList,
         signal: String,
+        /// `, or the declared a, b` when the rules declare signals.
+        known: String,
     },
-    /// `require` is empty: a gate without evidence would promote every image at once.
+    /// `require` is empty and nothing else is waited for: a gate without evidence would
+    /// promote every image at once.
     #[error(
-        "promotion {from} -> {to} requires nothing: list at least one signal in `require` (a gate without evidence would promote every image)"
+        "promotion {from} -> {to} requires nothing: list at least one signal in `require`, or set `soak` or `min_time_in_stage` (a gate with nothing to wait for would promote every image)"
     )]
     EmptyRequire { from: StageName, to: StageName },
+    /// A `signals:` entry that is not a signal name.
+    #[error("signal {value:?}: {reason}")]
+    InvalidSignalName { value: String, reason: String },
+    /// A `signals:` entry that names a built-in signal.
+    #[error("signal {name:?} is built in: it needs no declaring")]
+    DeclaredBuiltIn { name: String },
+    /// An `approvers` entry that is neither an email address nor `*@domain`.
+    #[error("approver {value:?} is neither an email address nor *@domain")]
+    InvalidApprover { value: String },
+    /// A freeze window that cannot be used.
+    #[error("freeze {name:?} {reason}")]
+    InvalidFreeze { name: String, reason: String },
+    /// A `cloud_build` entry that cannot be used.
+    #[error("cloud_build trigger {trigger:?} {reason}")]
+    InvalidTrigger { trigger: String, reason: String },
     /// A signal both required and blocking: the gate could never open.
     #[error(
         "promotion {from} -> {to} both requires and blocks on {signal}: the gate could never open"
@@ -138,12 +157,13 @@ pub enum Problem {
         to: StageName,
         signal: SignalKind,
     },
-    /// `min_time_in_stage` is not `<n><unit>`... with units s, m, h, d.
+    /// A duration (`min_time_in_stage`, `soak`, a freeze's `duration`) is not `<n><unit>`...
+    /// with units s, m, h, d.
     #[error(
-        "min_time_in_stage {value:?} is not a duration: expected whole numbers with units s, m, h or d (90s, 30m, 2h, 1d, 1h30m), at most {max_days}d",
+        "{field} {value:?} is not a duration: expected whole numbers with units s, m, h or d (90s, 30m, 2h, 1d, 1h30m), at most {max_days}d",
         max_days = super::duration::MAX_DAYS
     )]
-    InvalidDuration { value: String },
+    InvalidDuration { field: &'static str, value: String },
     /// `select` is neither `newest` nor `all`.
     #[error("select {value:?} is not one of newest, all")]
     InvalidSelect { value: String },
@@ -222,6 +242,15 @@ pub enum RulesError {
 fn first_at(line: Option<u64>) -> String {
     line.map(|l| format!(" (first at line {l})"))
         .unwrap_or_default()
+}
+
+/// `, or the declared a, b` when the rules declare signals.
+pub(super) fn declared_list(declared: &[SignalName]) -> String {
+    if declared.is_empty() {
+        String::new()
+    } else {
+        format!(", or the declared {}", join(declared))
+    }
 }
 
 fn join<T: fmt::Display>(items: &[T]) -> String {

@@ -1,12 +1,12 @@
-//! Gate evaluation (issue 4): given the durable records for a digest and its image's alert
-//! state, may the digest move now? Pure: the caller reads the records and supplies `now`, so the
-//! decision can be re-made from the registry at any time by any instance with the same result.
+//! Gate evaluation: given the durable records for a digest and its image's alert state, may the
+//! digest move now? Pure: the caller reads the records and supplies `now`, so the decision can be
+//! re-made from the registry at any time by any instance with the same result.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::events::SignalKind;
 
-use super::model::{Promotion, is_alert};
+use super::model::Promotion;
 
 /// One recorded signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,15 +18,63 @@ pub struct Record {
     pub time: DateTime<Utc>,
 }
 
+/// A freeze holding promotions into the destination (DESIGN.md §8 "Freezes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frozen {
+    /// The window's name, for a window of the rules.
+    pub name: Option<String>,
+    /// The `freeze` event's reason, for a freeze someone sent.
+    pub reason: Option<String>,
+    /// When the window ends; `None` for a freeze that lasts until its `unfreeze`.
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// What a gate is judged on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Evidence {
-    /// `test-passed`, `test-failed`, `soak-complete` recorded for the digest in the from-stage.
+    /// Signals about the digest in the from-stage (test-passed, test-failed, soak-complete,
+    /// declared ones, an approval that counts for this promotion).
     pub digest_signals: Vec<Record>,
     /// `alert-firing`, `alert-clear` recorded for the image in the from-stage (any digest).
     pub alert_signals: Vec<Record>,
     /// When the digest entered the from-stage, if known.
     pub entered_stage_at: Option<DateTime<Utc>>,
+    /// A freeze holding promotions into the destination now, if any.
+    pub frozen: Option<Frozen>,
+    /// Why an approval that was recorded does not count here (no verified approver, or one
+    /// the promotion's `approvers` do not name), for people.
+    pub approval_refused: Option<String>,
+}
+
+/// The soak clock of a digest (DESIGN.md §8 "soak").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Soak {
+    /// Clear since `started_at`; met at `met_at`.
+    Running {
+        started_at: DateTime<Utc>,
+        met_at: DateTime<Utc>,
+    },
+    /// An alert has been firing since this time: the clock is stopped until it clears.
+    Stopped { firing_since: DateTime<Utc> },
+}
+
+/// Why a gate waits. Every part that holds it is filled in, so one answer says everything that
+/// is still missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Required signals not (or, for alert state, not currently) satisfied, in `require` order.
+    pub missing: Vec<SignalKind>,
+    /// Time (`min_time_in_stage`, `soak`) is not met before this instant.
+    pub not_before: Option<DateTime<Utc>>,
+    /// `min_time_in_stage` or `soak` is configured but when the digest entered the stage is
+    /// unknown, so it cannot be judged met.
+    pub entry_time_unknown: bool,
+    /// The soak clock, when the promotion soaks.
+    pub soak: Option<Soak>,
+    /// A freeze holds the promotion.
+    pub frozen: Option<Frozen>,
+    /// Why a recorded approval does not count.
+    pub approval_refused: Option<String>,
 }
 
 /// The verdict.
@@ -36,105 +84,156 @@ pub enum Gate {
     /// evidence for the promotion record and the outbound event.
     Open { satisfied_by: Vec<Record> },
     /// Not yet.
-    Pending {
-        /// Required signals not (or, for alert state, not currently) satisfied, in `require`
-        /// order.
-        missing: Vec<SignalKind>,
-        /// `min_time_in_stage` is not met before this instant.
-        not_before: Option<DateTime<Utc>>,
-        /// `min_time_in_stage` is configured but when the digest entered the stage is unknown,
-        /// so it cannot be judged met. Never true together with `not_before`.
-        entry_time_unknown: bool,
-    },
+    Pending(Waiting),
     /// Not while this record stands: an `alert-firing` that is the latest alert record (until
     /// a later `alert-clear`), or a `test-failed` (for good).
     Blocked { by: Record },
 }
 
-/// Judges `promotion`'s gate on `evidence` at `now`.
-///
-/// Records are classified by their kind, whichever list they came in: digest kinds count if
-/// present at all; for alert kinds only the latest alert record counts (the image's current
-/// alert state), and at equal times `alert-firing` wins, since promoting on a tie could ship
-/// into a firing alert. Blocked beats pending: a blocked gate reports why it is blocked, not
-/// what else is missing.
-pub fn evaluate(promotion: &Promotion, evidence: &Evidence, now: DateTime<Utc>) -> Gate {
-    let records = || {
-        evidence
-            .digest_signals
-            .iter()
-            .chain(&evidence.alert_signals)
-    };
-    let alert_state = records()
-        .filter(|r| is_alert(r.kind))
-        // Latest time; on a tie firing beats clear; then the event id, only so that the choice
-        // does not depend on the order the records were listed in.
+/// The image's alert state: the latest alert record (at equal times `alert-firing` wins, since
+/// promoting on a tie could ship into a firing alert; then the event id, only so that the
+/// choice does not depend on the order the records were listed in).
+fn alert_state(evidence: &Evidence) -> Option<&Record> {
+    evidence
+        .digest_signals
+        .iter()
+        .chain(&evidence.alert_signals)
+        .filter(|r| r.kind.is_alert())
         .max_by(|a, b| {
             (a.time, a.kind == SignalKind::AlertFiring, &a.event_id).cmp(&(
                 b.time,
                 b.kind == SignalKind::AlertFiring,
                 &b.event_id,
             ))
+        })
+}
+
+/// The soak clock for `soak` on `evidence`: clear since the digest entered the stage, or since
+/// the `alert-clear` that ended the latest `alert-firing`, whichever is later. `None` when the
+/// entry time is unknown.
+pub fn soak_clock(soak: std::time::Duration, evidence: &Evidence) -> Option<Soak> {
+    let entered = evidence.entered_stage_at?;
+    if let Some(state) = alert_state(evidence)
+        && state.kind == SignalKind::AlertFiring
+    {
+        return Some(Soak::Stopped {
+            firing_since: state.time,
         });
+    }
+    let alerts = || {
+        evidence
+            .alert_signals
+            .iter()
+            .chain(&evidence.digest_signals)
+    };
+    let latest_firing = alerts()
+        .filter(|r| r.kind == SignalKind::AlertFiring)
+        .map(|r| r.time)
+        .max();
+    let cleared_at = latest_firing.and_then(|firing| {
+        alerts()
+            .filter(|r| r.kind == SignalKind::AlertClear && r.time >= firing)
+            .map(|r| r.time)
+            .min()
+    });
+    let started_at = cleared_at.map_or(entered, |cleared| cleared.max(entered));
+    Some(Soak::Running {
+        started_at,
+        met_at: later_by(started_at, soak),
+    })
+}
+
+/// `time + duration`; the end of time where that overflows, so a gate is never met early.
+fn later_by(time: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|d| time.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Judges `promotion`'s gate on `evidence` at `now`.
+///
+/// Records are classified by their kind, whichever list they came in: digest kinds count if
+/// present at all; for alert kinds only the latest alert record counts (the image's current
+/// alert state). Blocked beats pending: a blocked gate reports why it is blocked, not what else
+/// is missing; and a block for good (a digest signal) beats one that lasts until an alert clears.
+pub fn evaluate(promotion: &Promotion, evidence: &Evidence, now: DateTime<Utc>) -> Gate {
+    let alert_state = alert_state(evidence);
     // The record standing for `kind`: the current alert state for alert kinds, the first
     // record for digest kinds (the earliest is stable across redeliveries and later repeats,
     // so the evidence in the promotion record is deterministic).
-    let standing = |kind: SignalKind| -> Option<&Record> {
-        if is_alert(kind) {
-            alert_state.filter(|r| r.kind == kind)
+    let standing = |kind: &SignalKind| -> Option<&Record> {
+        if kind.is_alert() {
+            alert_state.filter(|r| &r.kind == kind)
         } else {
-            records()
-                .filter(|r| r.kind == kind)
+            evidence
+                .digest_signals
+                .iter()
+                .chain(&evidence.alert_signals)
+                .filter(|r| &r.kind == kind)
                 .min_by(|a, b| (a.time, &a.event_id).cmp(&(b.time, &b.event_id)))
         }
     };
 
-    // A block by a signal about the digest (a failed test) is for good; one by an alert lasts
-    // until it clears. When both stand, the one for good is the answer.
-    let mut blocks: Vec<&Record> = promotion
-        .block_on()
-        .iter()
-        .filter_map(|&k| standing(k))
-        .collect();
-    blocks.sort_by_key(|r| is_alert(r.kind));
+    let mut blocks: Vec<&Record> = promotion.block_on().iter().filter_map(&standing).collect();
+    blocks.sort_by_key(|r| r.kind.is_alert());
     if let Some(by) = blocks.first() {
         return Gate::Blocked { by: (*by).clone() };
     }
 
     let mut satisfied_by = Vec::new();
-    let mut missing = Vec::new();
-    for &kind in promotion.require() {
+    let mut waiting = Waiting {
+        frozen: evidence.frozen.clone(),
+        ..Waiting::default()
+    };
+    for kind in promotion.require() {
         match standing(kind) {
             Some(record) => satisfied_by.push(record.clone()),
-            None => missing.push(kind),
+            None => waiting.missing.push(kind.clone()),
+        }
+    }
+    if waiting.missing.contains(&SignalKind::Approved) {
+        waiting.approval_refused = evidence.approval_refused.clone();
+    }
+
+    let mut wait_until = |ready: DateTime<Utc>| {
+        // The end of time stands for "never" (a duration past chrono's range), not a moment
+        // that could be reached.
+        if now < ready || ready == DateTime::<Utc>::MAX_UTC {
+            waiting.not_before = Some(waiting.not_before.map_or(ready, |t| t.max(ready)));
+        }
+    };
+    if let Some(min) = promotion.min_time_in_stage() {
+        match evidence.entered_stage_at {
+            Some(entered) => wait_until(later_by(entered, min)),
+            None => waiting.entry_time_unknown = true,
+        }
+    }
+    if let Some(soak) = promotion.soak() {
+        match soak_clock(soak, evidence) {
+            Some(Soak::Running { started_at, met_at }) => {
+                wait_until(met_at);
+                waiting.soak = Some(Soak::Running { started_at, met_at });
+            }
+            Some(stopped) => {
+                waiting.soak = Some(stopped);
+                // Stopped until the alert clears, and then a whole soak from then on.
+                if !waiting.missing.contains(&SignalKind::AlertClear) {
+                    waiting.missing.push(SignalKind::AlertClear);
+                }
+            }
+            None => waiting.entry_time_unknown = true,
         }
     }
 
-    let (not_before, entry_time_unknown) =
-        match (promotion.min_time_in_stage(), evidence.entered_stage_at) {
-            (None, _) => (None, false),
-            (Some(_), None) => (None, true),
-            (Some(min), Some(entered)) => {
-                // Durations are capped at parse time, so this only fails for entry times at the
-                // edge of chrono's range; then the stage time is never met rather than met early.
-                match TimeDelta::from_std(min)
-                    .ok()
-                    .and_then(|d| entered.checked_add_signed(d))
-                {
-                    Some(ready) => ((now < ready).then_some(ready), false),
-                    None => (Some(DateTime::<Utc>::MAX_UTC), false),
-                }
-            }
-        };
-
-    if missing.is_empty() && not_before.is_none() && !entry_time_unknown {
-        Gate::Open { satisfied_by }
+    let holds = !waiting.missing.is_empty()
+        || waiting.not_before.is_some()
+        || waiting.entry_time_unknown
+        || waiting.frozen.is_some();
+    if holds {
+        Gate::Pending(waiting)
     } else {
-        Gate::Pending {
-            missing,
-            not_before,
-            entry_time_unknown,
-        }
+        Gate::Open { satisfied_by }
     }
 }
 
@@ -184,7 +283,7 @@ mod tests {
         signals
             .iter()
             .map(|r| {
-                if is_alert(r.kind) {
+                if r.kind.is_alert() {
                     evidence.alert_signals.push(r.clone());
                 } else {
                     evidence.digest_signals.push(r.clone());
@@ -196,11 +295,12 @@ mod tests {
     }
 
     fn pending(missing: &[SignalKind]) -> Gate {
-        Gate::Pending {
+        Gate::Pending(Waiting {
             missing: missing.to_vec(),
             not_before: None,
             entry_time_unknown: false,
-        }
+            ..Waiting::default()
+        })
     }
 
     #[test]
@@ -333,14 +433,16 @@ mod tests {
             digest_signals: vec![record(SoakComplete, "soak", 10)],
             alert_signals: vec![record(AlertClear, "clear", 11)],
             entered_stage_at: Some(at(0)),
+            ..Evidence::default()
         };
         assert_eq!(
             evaluate(&promotion, &evidence, at(11)),
-            Gate::Pending {
+            Gate::Pending(Waiting {
                 missing: vec![],
                 not_before: Some(at(30)),
-                entry_time_unknown: false
-            }
+                entry_time_unknown: false,
+                ..Waiting::default()
+            })
         );
         assert_eq!(
             evaluate(&promotion, &evidence, at(30)),
@@ -358,11 +460,12 @@ mod tests {
         };
         assert_eq!(
             evaluate(&promotion, &early, at(11)),
-            Gate::Pending {
+            Gate::Pending(Waiting {
                 missing: vec![AlertClear],
                 not_before: Some(at(30)),
-                entry_time_unknown: false
-            }
+                entry_time_unknown: false,
+                ..Waiting::default()
+            })
         );
         assert_eq!(evaluate(&promotion, &early, at(31)), pending(&[AlertClear]));
     }
@@ -374,14 +477,16 @@ mod tests {
             digest_signals: vec![record(SoakComplete, "soak", 1)],
             alert_signals: vec![record(AlertClear, "clear", 2)],
             entered_stage_at: None,
+            ..Evidence::default()
         };
         assert_eq!(
             evaluate(&promotion, &evidence, at(59)),
-            Gate::Pending {
+            Gate::Pending(Waiting {
                 missing: vec![],
                 not_before: None,
-                entry_time_unknown: true
-            }
+                entry_time_unknown: true,
+                ..Waiting::default()
+            })
         );
         // Without a minimum the entry time is not needed.
         assert!(matches!(
@@ -397,13 +502,14 @@ mod tests {
             digest_signals: vec![record(SoakComplete, "soak", 1)],
             alert_signals: vec![record(AlertClear, "clear", 2)],
             entered_stage_at: Some(DateTime::<Utc>::MAX_UTC),
+            ..Evidence::default()
         };
         assert!(matches!(
             evaluate(&promotion, &evidence, DateTime::<Utc>::MAX_UTC),
-            Gate::Pending {
+            Gate::Pending(Waiting {
                 not_before: Some(_),
                 ..
-            }
+            })
         ));
     }
 
@@ -423,6 +529,7 @@ mod tests {
                 record(AlertFiring, "old-firing", 3),
             ],
             entered_stage_at: None,
+            ..Evidence::default()
         };
         assert_eq!(
             evaluate(&to_prod(None), &evidence, at(6)),
@@ -451,6 +558,7 @@ mod tests {
                 digest_signals: vec![record(SoakComplete, "soak", 1)],
                 alert_signals: alerts,
                 entered_stage_at: None,
+                ..Evidence::default()
             };
             assert_eq!(
                 evaluate(&to_prod(None), &evidence, at(6)),
@@ -484,6 +592,7 @@ mod tests {
                 digest_signals: digest.clone(),
                 alert_signals: vec![clear.clone()],
                 entered_stage_at: None,
+                ..Evidence::default()
             };
             assert_eq!(
                 evaluate(&to_prod(None), &evidence, at(4)),
@@ -503,6 +612,7 @@ mod tests {
             ],
             alert_signals: vec![],
             entered_stage_at: None,
+            ..Evidence::default()
         };
         assert!(matches!(
             evaluate(&to_prod(None), &evidence, at(3)),

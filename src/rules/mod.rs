@@ -10,6 +10,7 @@
 mod default;
 mod duration;
 mod error;
+mod freeze;
 mod gate;
 mod glob;
 mod locate;
@@ -19,10 +20,11 @@ mod yaml;
 
 pub use duration::parse as parse_duration;
 pub use error::{Origin, Problem, RulesError, SignalList};
-pub use gate::{Evidence, Gate, Record, evaluate};
+pub use freeze::FreezeWindow;
+pub use gate::{Evidence, Frozen, Gate, Record, Soak, Waiting, evaluate, soak_clock};
 pub use glob::ImageGlob;
 pub use locate::Located;
-pub use model::{Pipeline, Promotion, Select, Stage, StageName};
+pub use model::{ApproverPattern, Gates, Pipeline, Promotion, Select, Stage, StageName};
 pub use select::{Candidate, Destination, NewestHeld, Skip, Verdict, judge, move_order};
 
 #[cfg(test)]

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::events::SignalKind;
+use crate::events::{BuildTrigger, SignalKind, SignalName, Vocabulary};
 use crate::registry::reference::{ReferenceError, RegistryHost, Repository};
 
 use super::duration;
 use super::error::{Origin, Problem, RulesError, SignalList};
+use super::freeze::{FreezeWindow, WindowProblem};
 use super::glob::ImageGlob;
 
 /// A stage's name: 1-63 characters of `[a-z0-9-]`, not starting or ending with `-`. That is
@@ -234,20 +235,68 @@ impl std::str::FromStr for Select {
     }
 }
 
+/// Who may approve a promotion: an email address, or every address of a domain (`*@acme.com`).
+/// Compared without regard to case, as email addresses are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApproverPattern(String);
+
+impl ApproverPattern {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the verified address `email` is one this pattern names.
+    pub fn matches(&self, email: &str) -> bool {
+        let email = email.to_ascii_lowercase();
+        match self.0.strip_prefix("*@") {
+            Some(domain) => email
+                .rsplit_once('@')
+                .is_some_and(|(local, d)| !local.is_empty() && d == domain),
+            None => email == self.0,
+        }
+    }
+}
+
+impl TryFrom<&str> for ApproverPattern {
+    type Error = Problem;
+    fn try_from(value: &str) -> Result<Self, Self::Error> {
+        let invalid = || Problem::InvalidApprover {
+            value: value.to_owned(),
+        };
+        let (local, domain) = value.split_once('@').ok_or_else(invalid)?;
+        let plain = |part: &str| {
+            !part.is_empty()
+                && !part.contains(['@', '*'])
+                && !part.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if !(local == "*" || plain(local)) || !plain(domain) || !domain.contains('.') {
+            return Err(invalid());
+        }
+        Ok(ApproverPattern(value.to_ascii_lowercase()))
+    }
+}
+
+/// What guards a promotion, beside its stages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gates {
+    pub require: Vec<SignalKind>,
+    pub block_on: Vec<SignalKind>,
+    pub min_time_in_stage: Option<Duration>,
+    pub soak: Option<Duration>,
+    pub select: Select,
+    pub approvers: Vec<ApproverPattern>,
+}
+
 /// A move between two stages and the gate guarding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promotion {
     from: StageName,
     to: StageName,
-    require: Vec<SignalKind>,
-    block_on: Vec<SignalKind>,
-    min_time_in_stage: Option<Duration>,
-    select: Select,
+    gates: Gates,
 }
 
 impl Promotion {
-    /// A promotion, checked on its own (that the stages exist is the pipeline's business).
-    /// Repeated signals in a list are dropped, keeping the first.
+    /// A promotion that requires and blocks on signals, with an optional minimum time.
     pub fn new(
         from: StageName,
         to: StageName,
@@ -255,47 +304,77 @@ impl Promotion {
         block_on: Vec<SignalKind>,
         min_time_in_stage: Option<Duration>,
     ) -> Result<Promotion, Problem> {
+        Promotion::gated(
+            from,
+            to,
+            Gates {
+                require,
+                block_on,
+                min_time_in_stage,
+                ..Gates::default()
+            },
+        )
+    }
+
+    /// A promotion, checked on its own (that the stages exist is the pipeline's business).
+    /// Repeated signals in a list are dropped, keeping the first.
+    pub fn gated(from: StageName, to: StageName, gates: Gates) -> Result<Promotion, Problem> {
         if from == to {
             return Err(Problem::SelfPromotion { stage: from });
         }
-        let require = dedup(require);
-        let block_on = dedup(block_on);
-        if require.is_empty() {
+        let require = dedup(gates.require);
+        let block_on = dedup(gates.block_on);
+        // A gate with nothing to wait for would open the moment a digest arrived; time (a
+        // minimum stay, a soak) is something to wait for.
+        if require.is_empty() && gates.min_time_in_stage.is_none() && gates.soak.is_none() {
             return Err(Problem::EmptyRequire { from, to });
         }
-        if let Some(&signal) = block_on.iter().find(|k| require.contains(k)) {
-            return Err(Problem::RequiredAndBlocking { from, to, signal });
+        if let Some(signal) = block_on.iter().find(|k| require.contains(k)) {
+            return Err(Problem::RequiredAndBlocking {
+                signal: signal.clone(),
+                from,
+                to,
+            });
         }
         Ok(Promotion {
             from,
             to,
-            require,
-            block_on,
-            min_time_in_stage,
-            select: Select::default(),
+            gates: Gates {
+                require,
+                block_on,
+                ..gates
+            },
         })
     }
 
     /// The same promotion choosing its digests by `select`.
-    pub fn with_select(self, select: Select) -> Promotion {
-        Promotion { select, ..self }
+    pub fn with_select(mut self, select: Select) -> Promotion {
+        self.gates.select = select;
+        self
     }
 
     /// Which open digests move.
     pub fn select(&self) -> Select {
-        self.select
+        self.gates.select
     }
 
     /// Whether something other than a signal about the digest itself can open this gate: an
-    /// alert clearing for the image in the stage, or time passing. Digests waiting for such a
-    /// gate are kept in the waiting index, where those signals (and `reconcile`) find them.
+    /// alert clearing for the image in the stage, or time passing (a minimum stay, a soak).
+    /// Digests waiting for such a gate are kept in the waiting index, where those signals (and
+    /// `reconcile`) find them. Freezes count too: see [`Pipeline::opens_without_digest_signal`].
     pub fn opens_without_digest_signal(&self) -> bool {
-        self.min_time_in_stage.is_some()
+        self.gates.min_time_in_stage.is_some() || self.gates.soak.is_some() || self.names_alerts()
+    }
+
+    /// Whether the gate reads the image's alert state: it names an alert signal or soaks.
+    pub fn names_alerts(&self) -> bool {
+        self.gates.soak.is_some()
             || self
+                .gates
                 .require
                 .iter()
-                .chain(&self.block_on)
-                .any(|&k| is_alert(k))
+                .chain(&self.gates.block_on)
+                .any(SignalKind::is_alert)
     }
 
     pub fn from(&self) -> &StageName {
@@ -306,29 +385,40 @@ impl Promotion {
         &self.to
     }
 
-    /// Every one of these must be present for the gate to open (never empty).
+    /// Every one of these must be present for the gate to open.
     pub fn require(&self) -> &[SignalKind] {
-        &self.require
+        &self.gates.require
     }
 
     /// Any of these closes the gate (disjoint from `require`).
     pub fn block_on(&self) -> &[SignalKind] {
-        &self.block_on
+        &self.gates.block_on
     }
 
     /// How long the digest must have been in the from-stage.
     pub fn min_time_in_stage(&self) -> Option<Duration> {
-        self.min_time_in_stage
+        self.gates.min_time_in_stage
+    }
+
+    /// How long the image's alert state must have been clear in the from-stage while the digest
+    /// was there (DESIGN.md §8 "soak").
+    pub fn soak(&self) -> Option<Duration> {
+        self.gates.soak
+    }
+
+    /// Who may approve; empty: any `approved` counts.
+    pub fn approvers(&self) -> &[ApproverPattern] {
+        &self.gates.approvers
     }
 
     /// Whether the gate names `kind` at all.
-    pub fn mentions(&self, kind: SignalKind) -> bool {
-        self.require.contains(&kind) || self.block_on.contains(&kind)
+    pub fn mentions(&self, kind: &SignalKind) -> bool {
+        self.gates.require.contains(kind) || self.gates.block_on.contains(kind)
     }
 }
 
 fn dedup(kinds: Vec<SignalKind>) -> Vec<SignalKind> {
-    let mut out = Vec::with_capacity(kinds.len());
+    let mut out: Vec<SignalKind> = Vec::with_capacity(kinds.len());
     for kind in kinds {
         if !out.contains(&kind) {
             out.push(kind);
@@ -337,17 +427,16 @@ fn dedup(kinds: Vec<SignalKind>) -> Vec<SignalKind> {
     out
 }
 
-/// Alert signals describe an image in a stage, not a digest (DESIGN.md "Inbound events").
-pub(super) fn is_alert(kind: SignalKind) -> bool {
-    matches!(kind, SignalKind::AlertFiring | SignalKind::AlertClear)
-}
-
 /// The whole path to production: stages, the promotions between them, which images may move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pipeline {
     pub(super) stages: Vec<Stage>,
     pub(super) promotions: Vec<Promotion>,
     pub(super) images: Vec<ImageGlob>,
+    /// Signals beyond the built-ins (`signals:`).
+    pub(super) declared: Vec<SignalName>,
+    pub(super) freezes: Vec<FreezeWindow>,
+    pub(super) cloud_build: Vec<BuildTrigger>,
 }
 
 impl Pipeline {
@@ -386,15 +475,37 @@ impl Pipeline {
     /// re-evaluate: those whose gate names `kind`. For alert signals, those whose gate names any
     /// alert signal: an `alert-clear` matters to a gate that only blocks on `alert-firing`,
     /// because it ends the firing state.
-    pub fn triggered_by(&self, stage: &str, kind: SignalKind) -> Vec<&Promotion> {
+    pub fn triggered_by(&self, stage: &str, kind: &SignalKind) -> Vec<&Promotion> {
         self.promotions
             .iter()
             .filter(|p| p.from == stage)
-            .filter(|p| {
-                p.mentions(kind)
-                    || (is_alert(kind) && p.require.iter().chain(&p.block_on).any(|&k| is_alert(k)))
-            })
+            .filter(|p| p.mentions(kind) || (kind.is_alert() && p.names_alerts()))
             .collect()
+    }
+
+    /// The signals the rules declare beyond the built-ins.
+    pub fn declared_signals(&self) -> &[SignalName] {
+        &self.declared
+    }
+
+    /// The freeze windows, in definition order.
+    pub fn freezes(&self) -> &[FreezeWindow] {
+        &self.freezes
+    }
+
+    /// What the parser needs to know of the rules: declared signals and Cloud Build triggers.
+    pub fn vocabulary(&self) -> Vocabulary {
+        Vocabulary {
+            declared: self.declared.clone(),
+            cloud_build: self.cloud_build.clone(),
+        }
+    }
+
+    /// Whether something other than a signal about the digest can open `promotion`'s gate:
+    /// an alert clearing, time, or a freeze window into its destination ending.
+    pub fn opens_without_digest_signal(&self, promotion: &Promotion) -> bool {
+        promotion.opens_without_digest_signal()
+            || self.freezes.iter().any(|w| w.applies_to(promotion.to()))
     }
 
     /// Whether `image_name` is on the allowlist.
@@ -421,13 +532,75 @@ impl Pipeline {
         out.push_str(&format!("promotions ({}):\n", self.promotions.len()));
         for p in &self.promotions {
             out.push_str(&format!("  {} -> {}\n", p.from, p.to));
-            out.push_str(&format!("    require:           {}\n", list(&p.require)));
-            out.push_str(&format!("    block on:          {}\n", list(&p.block_on)));
-            out.push_str(&format!("    select:            {}\n", p.select.as_str()));
-            if let Some(min) = p.min_time_in_stage {
+            out.push_str(&format!("    require:           {}\n", list(p.require())));
+            out.push_str(&format!("    block on:          {}\n", list(p.block_on())));
+            out.push_str(&format!("    select:            {}\n", p.select().as_str()));
+            if let Some(min) = p.min_time_in_stage() {
                 out.push_str(&format!(
                     "    min time in stage: {}\n",
                     duration::format(min)
+                ));
+            }
+            if let Some(soak) = p.soak() {
+                out.push_str(&format!(
+                    "    soak:              {} clear of alerts\n",
+                    duration::format(soak)
+                ));
+            }
+            if !p.approvers().is_empty() {
+                let approvers: Vec<&str> =
+                    p.approvers().iter().map(ApproverPattern::as_str).collect();
+                out.push_str(&format!(
+                    "    approvers:         {} (verified)\n",
+                    approvers.join(", ")
+                ));
+            }
+            let frozen_by: Vec<&str> = self
+                .freezes
+                .iter()
+                .filter(|w| w.applies_to(p.to()))
+                .map(FreezeWindow::name)
+                .collect();
+            if !frozen_by.is_empty() {
+                out.push_str(&format!(
+                    "    frozen by:         {}\n",
+                    frozen_by.join(", ")
+                ));
+            }
+        }
+        if !self.declared.is_empty() {
+            let names: Vec<&str> = self.declared.iter().map(SignalName::as_str).collect();
+            out.push_str(&format!("signals: {}\n", names.join(", ")));
+        }
+        if !self.freezes.is_empty() {
+            out.push_str(&format!("freezes ({}):\n", self.freezes.len()));
+            for w in &self.freezes {
+                let into: Vec<&str> = w.into_stages().iter().map(StageName::as_str).collect();
+                out.push_str(&format!(
+                    "  {}: opens at \"{}\" ({}) for {}, into {}\n",
+                    w.name(),
+                    w.cron(),
+                    w.timezone(),
+                    duration::format(w.duration()),
+                    if into.is_empty() {
+                        "every stage".to_owned()
+                    } else {
+                        into.join(", ")
+                    }
+                ));
+            }
+        }
+        if !self.cloud_build.is_empty() {
+            out.push_str("cloud build triggers:\n");
+            for t in &self.cloud_build {
+                let name = |k: &Option<SignalKind>| {
+                    k.as_ref().map_or("(nothing)".to_owned(), |k| k.to_string())
+                };
+                out.push_str(&format!(
+                    "  {}: SUCCESS -> {}, FAILURE/TIMEOUT -> {}\n",
+                    t.trigger,
+                    name(&t.on_success),
+                    name(&t.on_failure)
                 ));
             }
         }
@@ -462,8 +635,26 @@ pub(super) struct PromotionInput<'a> {
     pub require_at: Origin,
     pub block_on: Vec<Sourced<'a>>,
     pub min_time_in_stage: Option<Sourced<'a>>,
+    pub soak: Option<Sourced<'a>>,
     pub select: Option<Sourced<'a>>,
+    pub approvers: Vec<Sourced<'a>>,
     pub at: Origin,
+}
+
+/// A freeze window as read, before checking.
+pub(super) struct FreezeInput<'a> {
+    pub name: Sourced<'a>,
+    pub into: Vec<Sourced<'a>>,
+    pub cron: Sourced<'a>,
+    pub duration: Sourced<'a>,
+    pub timezone: Option<Sourced<'a>>,
+}
+
+/// A Cloud Build trigger's mapping as read, before checking.
+pub(super) struct TriggerInput<'a> {
+    pub trigger: Sourced<'a>,
+    pub on_success: Option<Sourced<'a>>,
+    pub on_failure: Option<Sourced<'a>>,
 }
 
 /// Builds a `Pipeline` item by item, checking each against what came before, so both the YAML
@@ -473,6 +664,9 @@ pub(super) struct Builder {
     stages: Vec<(Stage, Origin)>,
     promotions: Vec<Promotion>,
     promotion_at: HashMap<(StageName, StageName), Origin>,
+    declared: Vec<SignalName>,
+    freezes: Vec<FreezeWindow>,
+    cloud_build: Vec<BuildTrigger>,
 }
 
 fn invalid(at: Origin, problem: Problem) -> RulesError {
@@ -565,22 +759,21 @@ impl Builder {
                 },
             ));
         }
+        let declared = &self.declared;
         let signals = |items: &[Sourced<'_>], list: SignalList| {
             items
                 .iter()
                 .map(|item| {
-                    SignalKind::ALL
-                        .into_iter()
-                        .find(|k| k.as_str() == item.value)
+                    SignalKind::named(item.value, declared)
                         .map(|k| (k, item.at.clone()))
                         .ok_or_else(|| {
                             invalid(
                                 item.at.clone(),
                                 Problem::UnknownSignal {
-                                    from: from.clone(),
-                                    to: to.clone(),
+                                    route: format!("{from} -> {to}"),
                                     list,
                                     signal: item.value.to_owned(),
+                                    known: super::error::declared_list(declared),
                                 },
                             )
                         })
@@ -589,17 +782,20 @@ impl Builder {
         };
         let require = signals(&input.require, SignalList::Require)?;
         let block_on = signals(&input.block_on, SignalList::BlockOn)?;
-        let min_time = match &input.min_time_in_stage {
-            Some(text) => Some(duration::parse(text.value).ok_or_else(|| {
+        let duration_of = |text: &Option<Sourced<'_>>, field: &'static str| match text {
+            Some(text) => duration::parse(text.value).map(Some).ok_or_else(|| {
                 invalid(
                     text.at.clone(),
                     Problem::InvalidDuration {
+                        field,
                         value: text.value.to_owned(),
                     },
                 )
-            })?),
-            None => None,
+            }),
+            None => Ok(None),
         };
+        let min_time = duration_of(&input.min_time_in_stage, "min_time_in_stage")?;
+        let soak = duration_of(&input.soak, "soak")?;
         let select = match &input.select {
             Some(text) => text
                 .value
@@ -607,15 +803,22 @@ impl Builder {
                 .map_err(|problem| invalid(text.at.clone(), problem))?,
             None => Select::default(),
         };
-        let promotion = Promotion::new(
-            from.clone(),
-            to.clone(),
-            require.iter().map(|(k, _)| *k).collect(),
-            block_on.iter().map(|(k, _)| *k).collect(),
-            min_time,
-        )
-        .map(|p| p.with_select(select))
-        .map_err(|problem| {
+        let approvers = input
+            .approvers
+            .iter()
+            .map(|item| {
+                ApproverPattern::try_from(item.value).map_err(|p| invalid(item.at.clone(), p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let gates = Gates {
+            require: require.iter().map(|(k, _)| k.clone()).collect(),
+            block_on: block_on.iter().map(|(k, _)| k.clone()).collect(),
+            min_time_in_stage: min_time,
+            soak,
+            select,
+            approvers,
+        };
+        let promotion = Promotion::gated(from.clone(), to.clone(), gates).map_err(|problem| {
             // Point at the entry that caused it where there is one.
             let at = match &problem {
                 Problem::EmptyRequire { .. } => input.require_at.clone(),
@@ -629,6 +832,175 @@ impl Builder {
         })?;
         self.promotion_at.insert((from, to), input.at);
         self.promotions.push(promotion);
+        Ok(())
+    }
+
+    /// The signals the rules declare (`signals:`), before any promotion names them.
+    pub fn signals(&mut self, items: &[Sourced<'_>]) -> Result<(), RulesError> {
+        for item in items {
+            let name = SignalName::try_from(item.value).map_err(|reason| {
+                invalid(
+                    item.at.clone(),
+                    Problem::InvalidSignalName {
+                        value: item.value.to_owned(),
+                        reason,
+                    },
+                )
+            })?;
+            if SignalKind::named(item.value, &[]).is_some() {
+                return Err(invalid(
+                    item.at.clone(),
+                    Problem::DeclaredBuiltIn {
+                        name: item.value.to_owned(),
+                    },
+                ));
+            }
+            if !self.declared.contains(&name) {
+                self.declared.push(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// A freeze window, once the stages are in.
+    pub fn freeze(&mut self, input: FreezeInput<'_>) -> Result<(), RulesError> {
+        let name = input.name.value.to_owned();
+        if name.trim().is_empty() {
+            return Err(invalid(
+                input.name.at,
+                Problem::InvalidFreeze {
+                    name,
+                    reason: "needs a name".into(),
+                },
+            ));
+        }
+        if self.freezes.iter().any(|w| w.name() == name) {
+            return Err(invalid(
+                input.name.at,
+                Problem::InvalidFreeze {
+                    name,
+                    reason: "is a second freeze of that name".into(),
+                },
+            ));
+        }
+        let known: Vec<StageName> = self.stages.iter().map(|(s, _)| s.name.clone()).collect();
+        let mut into = Vec::new();
+        for stage in &input.into {
+            let found = known.iter().find(|k| *k == stage.value).cloned();
+            let Some(found) = found else {
+                return Err(invalid(
+                    stage.at.clone(),
+                    Problem::InvalidFreeze {
+                        name,
+                        reason: format!(
+                            "holds promotions into stage {:?}, which is not one of {}",
+                            stage.value,
+                            known
+                                .iter()
+                                .map(StageName::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    },
+                ));
+            };
+            into.push(found);
+        }
+        let duration = duration::parse(input.duration.value).ok_or_else(|| {
+            invalid(
+                input.duration.at.clone(),
+                Problem::InvalidDuration {
+                    field: "duration",
+                    value: input.duration.value.to_owned(),
+                },
+            )
+        })?;
+        let window = FreezeWindow::new(
+            name.clone(),
+            into,
+            input.cron.value,
+            duration,
+            input.timezone.as_ref().map(|t| t.value),
+        )
+        .map_err(|problem| match problem {
+            WindowProblem::Cron(reason) => invalid(
+                input.cron.at.clone(),
+                Problem::InvalidFreeze {
+                    name: name.clone(),
+                    reason,
+                },
+            ),
+            WindowProblem::Timezone(reason) => invalid(
+                input
+                    .timezone
+                    .as_ref()
+                    .map_or(input.cron.at.clone(), |t| t.at.clone()),
+                Problem::InvalidFreeze {
+                    name: name.clone(),
+                    reason,
+                },
+            ),
+        })?;
+        self.freezes.push(window);
+        Ok(())
+    }
+
+    /// A Cloud Build trigger's mapping, once the signals are declared.
+    pub fn trigger(&mut self, input: TriggerInput<'_>) -> Result<(), RulesError> {
+        let trigger = input.trigger.value.trim().to_owned();
+        if trigger.is_empty() {
+            return Err(invalid(
+                input.trigger.at,
+                Problem::InvalidTrigger {
+                    trigger,
+                    reason: "needs a trigger name or id".into(),
+                },
+            ));
+        }
+        let declared = &self.declared;
+        let signal = |item: &Option<Sourced<'_>>| -> Result<Option<SignalKind>, RulesError> {
+            let Some(item) = item else { return Ok(None) };
+            let kind = SignalKind::named(item.value, declared).ok_or_else(|| {
+                invalid(
+                    item.at.clone(),
+                    Problem::InvalidTrigger {
+                        trigger: trigger.clone(),
+                        reason: format!(
+                            "names signal {:?}, which is neither built in nor declared under signals",
+                            item.value
+                        ),
+                    },
+                )
+            })?;
+            if kind.is_alert() {
+                return Err(invalid(
+                    item.at.clone(),
+                    Problem::InvalidTrigger {
+                        trigger: trigger.clone(),
+                        reason: format!(
+                            "maps a build to {kind}, which is about an image in a stage, not a built digest"
+                        ),
+                    },
+                ));
+            }
+            Ok(Some(kind))
+        };
+        let on_success = signal(&input.on_success)?;
+        let on_failure = signal(&input.on_failure)?;
+        if on_success.is_none() && on_failure.is_none() {
+            return Err(invalid(
+                input.trigger.at,
+                Problem::InvalidTrigger {
+                    trigger,
+                    reason: "maps nothing: give on_success, on_failure or both".into(),
+                },
+            ));
+        }
+        self.cloud_build.push(BuildTrigger {
+            trigger,
+            on_success,
+            on_failure,
+        });
         Ok(())
     }
 
@@ -662,6 +1034,9 @@ impl Builder {
             stages: self.stages.into_iter().map(|(s, _)| s).collect(),
             promotions: self.promotions,
             images,
+            declared: self.declared,
+            freezes: self.freezes,
+            cloud_build: self.cloud_build,
         })
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::registry::Digest;
 
 use super::gate::{Gate, Record};
-use super::model::{Promotion, Select, is_alert};
+use super::model::{Promotion, Select};
 
 /// What the registry holds for one candidate digest, as far as one promotion is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ fn judge_one(candidate: &Candidate, newest_held: Option<&NewestHeld>) -> Verdict
         Gate::Open { .. } => {}
         // A digest signal (a failed test) is a fact about the digest that never goes away; an
         // alert ends when it clears, so a gate it blocks waits.
-        Gate::Blocked { by } if !is_alert(by.kind) => {
+        Gate::Blocked { by } if !by.kind.is_alert() => {
             return Verdict::Skipped(Skip::Blocked(by.clone()));
         }
         waiting => return Verdict::Pending(waiting.clone()),
@@ -160,7 +160,7 @@ mod tests {
 
     use super::*;
     use crate::events::SignalKind;
-    use crate::rules::StageName;
+    use crate::rules::{StageName, Waiting};
 
     fn at(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, 1, 12, minute, 0)
@@ -233,11 +233,10 @@ mod tests {
         let waiting = candidate(
             4,
             4,
-            Gate::Pending {
+            Gate::Pending(Waiting {
                 missing: vec![SignalKind::SoakComplete],
-                not_before: None,
-                entry_time_unknown: false,
-            },
+                ..Waiting::default()
+            }),
         );
         let untagged = Candidate {
             has_tag: false,
@@ -300,11 +299,10 @@ mod tests {
                 candidate(
                     2,
                     20,
-                    Gate::Pending {
+                    Gate::Pending(Waiting {
                         missing: vec![SignalKind::AlertClear],
-                        not_before: None,
-                        entry_time_unknown: false,
-                    },
+                        ..Waiting::default()
+                    }),
                 ),
                 Candidate {
                     arrived_at: None,
@@ -333,11 +331,10 @@ mod tests {
             candidate(
                 3,
                 30,
-                Gate::Pending {
+                Gate::Pending(Waiting {
                     missing: vec![SignalKind::SoakComplete],
-                    not_before: None,
-                    entry_time_unknown: false,
-                },
+                    ..Waiting::default()
+                }),
             ),
             candidate(4, 15, open()),
         ];

@@ -155,7 +155,7 @@ fn unknown_signal_names_the_line_promotion_and_choices() {
     let e = yaml_error(&text);
     assert_eq!(
         e.to_string(),
-        "rules file line 15: promotion extended-test -> prod requires unknown signal \"soak-done\" (expected one of test-passed, test-failed, soak-complete, alert-firing, alert-clear)"
+        "rules file line 15: promotion extended-test -> prod requires unknown signal \"soak-done\" (expected one of test-passed, test-failed, soak-complete, alert-firing, alert-clear, approved; declare new signals under `signals:`)"
     );
     let e = yaml_error(&two_stage(
         "    require: [test-passed]\n    block_on:\n      - alert-fire\n",
@@ -856,8 +856,8 @@ fn host_comparison_ignores_case() {
 #[test]
 fn triggered_by_follows_the_gates() {
     let p = design();
-    let names = |stage, kind| -> Vec<String> {
-        p.triggered_by(stage, kind)
+    let names = |stage, kind: SignalKind| -> Vec<String> {
+        p.triggered_by(stage, &kind)
             .iter()
             .map(|p| format!("{}->{}", p.from(), p.to()))
             .collect()
@@ -895,8 +895,8 @@ fn alert_clear_triggers_a_gate_that_only_blocks_on_firing() {
         "    require: [soak-complete]\n    block_on: [alert-firing]\n",
     ))
     .expect("valid");
-    assert_eq!(p.triggered_by("a", SignalKind::AlertClear).len(), 1);
-    assert!(p.triggered_by("a", SignalKind::TestFailed).is_empty());
+    assert_eq!(p.triggered_by("a", &SignalKind::AlertClear).len(), 1);
+    assert!(p.triggered_by("a", &SignalKind::TestFailed).is_empty());
 }
 
 // ---- select ----

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned};
 
 use super::error::{Origin, RulesError};
-use super::model::{Builder, Pipeline, PromotionInput, Sourced};
+use super::model::{Builder, FreezeInput, Pipeline, PromotionInput, Sourced, TriggerInput};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +17,34 @@ struct RawFile {
     promotions: Spanned<Vec<Spanned<RawPromotion>>>,
     #[serde(default)]
     images: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    signals: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    freezes: Option<Spanned<Vec<Spanned<RawFreeze>>>>,
+    #[serde(default)]
+    cloud_build: Option<Spanned<Vec<Spanned<RawTrigger>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreeze {
+    name: Spanned<String>,
+    #[serde(default)]
+    into: Option<Spanned<Vec<Spanned<String>>>>,
+    cron: Spanned<String>,
+    duration: Spanned<String>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    trigger: Spanned<String>,
+    #[serde(default)]
+    on_success: Option<Spanned<String>>,
+    #[serde(default)]
+    on_failure: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -40,7 +68,11 @@ struct RawPromotion {
     #[serde(default)]
     min_time_in_stage: Option<Spanned<String>>,
     #[serde(default)]
+    soak: Option<Spanned<String>>,
+    #[serde(default)]
     select: Option<Spanned<String>>,
+    #[serde(default)]
+    approvers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The line of `location`, or the field's path when the parser could not tell (line 0).
@@ -69,6 +101,24 @@ fn signal_list<'a>(
         .enumerate()
         .map(|(j, item)| sourced(item, || format!("promotions[{promotion}].{name}[{j}]")))
         .collect()
+}
+
+/// An optional list of strings, each with where it came from.
+fn strings<'a>(
+    items: &'a Option<Spanned<Vec<Spanned<String>>>>,
+    field: &dyn Fn(usize) -> String,
+) -> Vec<Sourced<'a>> {
+    items
+        .as_ref()
+        .map(|items| {
+            items
+                .value
+                .iter()
+                .enumerate()
+                .map(|(j, item)| sourced(item, || field(j)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn syntax_error(error: &serde_saphyr::Error) -> RulesError {
@@ -121,6 +171,41 @@ impl Pipeline {
                 origin(&stage.referenced, || format!("stages[{i}]")),
             )?;
         }
+        builder.signals(&strings(&raw.signals, &|j| format!("signals[{j}]")))?;
+        for (i, freeze) in raw.freezes.iter().flat_map(|f| f.value.iter()).enumerate() {
+            let field = |name: &str| format!("freezes[{i}].{name}");
+            let f = &freeze.value;
+            builder.freeze(FreezeInput {
+                name: sourced(&f.name, || field("name")),
+                into: strings(&f.into, &|j| format!("freezes[{i}].into[{j}]")),
+                cron: sourced(&f.cron, || field("cron")),
+                duration: sourced(&f.duration, || field("duration")),
+                timezone: f
+                    .timezone
+                    .as_ref()
+                    .map(|t| sourced(t, || field("timezone"))),
+            })?;
+        }
+        for (i, trigger) in raw
+            .cloud_build
+            .iter()
+            .flat_map(|t| t.value.iter())
+            .enumerate()
+        {
+            let field = |name: &str| format!("cloud_build[{i}].{name}");
+            let t = &trigger.value;
+            builder.trigger(TriggerInput {
+                trigger: sourced(&t.trigger, || field("trigger")),
+                on_success: t
+                    .on_success
+                    .as_ref()
+                    .map(|s| sourced(s, || field("on_success"))),
+                on_failure: t
+                    .on_failure
+                    .as_ref()
+                    .map(|s| sourced(s, || field("on_failure"))),
+            })?;
+        }
         for (i, promotion) in raw.promotions.value.iter().enumerate() {
             let field = |name: &str| format!("promotions[{i}].{name}");
             let p = &promotion.value;
@@ -139,7 +224,9 @@ impl Pipeline {
                     .min_time_in_stage
                     .as_ref()
                     .map(|m| sourced(m, || field("min_time_in_stage"))),
+                soak: p.soak.as_ref().map(|s| sourced(s, || field("soak"))),
                 select: p.select.as_ref().map(|s| sourced(s, || field("select"))),
+                approvers: strings(&p.approvers, &|j| format!("promotions[{i}].approvers[{j}]")),
                 at: origin(&promotion.referenced, || format!("promotions[{i}]")),
             })?;
         }
