@@ -43,6 +43,8 @@ pub const PROMOTER_STATE_REPOSITORY: &str = "PROMOTER_STATE_REPOSITORY";
 /// How long `promoter serve` waits for a request's headers, and then for its body, before it
 /// gives up on the connection (a duration: `10s`). Default 10 s.
 pub const PROMOTER_READ_TIMEOUT: &str = "PROMOTER_READ_TIMEOUT";
+/// An OIDC ID token for `promoter approve` to present (else Application Default Credentials).
+pub const PROMOTER_ID_TOKEN: &str = "PROMOTER_ID_TOKEN";
 /// Set by Cloud Run: the service's name, used as the source of outbound events.
 pub const K_SERVICE: &str = "K_SERVICE";
 /// The Google Cloud project, for trace correlation in logs.

@@ -2,6 +2,7 @@
 //! service (`serve`, `pull`), and the tools around it (`status`, `rules check`, `publish`).
 //! Exit status: 0 success (promoted or already present), 1 failure, 2 usage error.
 
+mod send;
 mod service;
 
 use std::io::IsTerminal as _;
@@ -77,7 +78,8 @@ enum Command {
     },
     /// Publish an event by hand, exactly as the README's `gcloud pubsub topics publish` does.
     Publish {
-        /// test-passed, test-failed, soak-complete, alert-firing, alert-clear (or a type ending in .NAME)
+        /// test-passed, test-failed, soak-complete, alert-firing, alert-clear, approved, a signal
+        /// the rules declare (or a type ending in .NAME)
         event_type: String,
         /// The image the event is about (a full reference; a repository for alert events).
         image: String,
@@ -88,6 +90,44 @@ enum Command {
         #[arg(long)]
         stage: Option<String>,
     },
+    /// Hold promotions into STAGE until an unfreeze (publishes a `freeze` event).
+    Freeze {
+        stage: String,
+        /// Why, for the people whose promotions wait.
+        #[arg(long)]
+        reason: Option<String>,
+        /// projects/PROJECT/topics/TOPIC [default: projects/$GOOGLE_CLOUD_PROJECT/topics/p2p-events]
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Release promotions into STAGE held by a freeze (publishes an `unfreeze` event).
+    Unfreeze {
+        stage: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// projects/PROJECT/topics/TOPIC [default: projects/$GOOGLE_CLOUD_PROJECT/topics/p2p-events]
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Approve IMAGE as yourself: sends `approved` to the service with your ID token.
+    Approve {
+        /// The image in its stage (REGISTRY/STAGE/NAME:TAG or @DIGEST).
+        image: String,
+        /// The service's URL (`gcloud run services describe promoter --format='value(status.url)'`).
+        #[arg(long)]
+        service: String,
+        /// An ID token to present [env: PROMOTER_ID_TOKEN; default: from Application Default Credentials]
+        #[arg(long, value_parser = secret)]
+        token: Option<Secret>,
+        /// The token's audience when asking Application Default Credentials [default: --service]
+        #[arg(long)]
+        audience: Option<String>,
+    },
+}
+
+/// A command-line value that must never print.
+fn secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text))
 }
 
 #[derive(Subcommand, Debug)]
@@ -216,7 +256,37 @@ async fn run(cli: Cli) -> ExitCode {
             image,
             topic,
             stage,
-        } => publish(&event_type, &image, topic, stage).await,
+        } => send::publish(&event_type, send::signal_data(&image, stage), topic).await,
+        Command::Freeze {
+            stage,
+            reason,
+            topic,
+        } => {
+            send::publish(
+                crate::events::FREEZE,
+                send::stage_data(&stage, reason),
+                topic,
+            )
+            .await
+        }
+        Command::Unfreeze {
+            stage,
+            reason,
+            topic,
+        } => {
+            send::publish(
+                crate::events::UNFREEZE,
+                send::stage_data(&stage, reason),
+                topic,
+            )
+            .await
+        }
+        Command::Approve {
+            image,
+            service,
+            token,
+            audience,
+        } => send::approve(&image, &service, token, audience).await,
         command => return run_copy(command).await,
     };
     match result {
@@ -247,43 +317,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn rules_check(file: Option<PathBuf>) -> anyhow::Result<()> {
     let file = file.or_else(|| config::var(config::PROMOTER_CONFIG).map(PathBuf::from));
     print!("{}", service::pipeline_from(file)?.describe());
-    Ok(())
-}
-
-async fn publish(
-    event_type: &str,
-    image: &str,
-    topic: Option<String>,
-    stage: Option<String>,
-) -> anyhow::Result<()> {
-    let topic = match topic {
-        Some(topic) => topic,
-        None => {
-            let project = config::var(config::GOOGLE_CLOUD_PROJECT).ok_or_else(|| {
-                anyhow::anyhow!("no --topic and no GOOGLE_CLOUD_PROJECT to default it from")
-            })?;
-            format!("projects/{project}/topics/p2p-events")
-        }
-    };
-    let mut data = serde_json::json!({ "image": image });
-    if let Some(stage) = stage {
-        data["stage"] = serde_json::Value::String(stage);
-    }
-    let id = format!("{:032x}", rand::random::<u128>());
-    let attributes = std::collections::HashMap::from([
-        ("ce-specversion".to_owned(), "1.0".to_owned()),
-        ("ce-type".to_owned(), event_type.to_owned()),
-        ("ce-source".to_owned(), "//manual".to_owned()),
-        ("ce-id".to_owned(), id.clone()),
-        ("content-type".to_owned(), "application/json".to_owned()),
-    ]);
-    let publisher = crate::publish::EventPublisher::from_env(&topic).await?;
-    let message_id = publisher
-        .publish(bytes::Bytes::from(data.to_string()), attributes, "")
-        .await?;
-    println!(
-        "published {event_type} for {image} to {topic}: event id {id}, message id {message_id}"
-    );
     Ok(())
 }
 

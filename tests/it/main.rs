@@ -9,4 +9,5 @@ mod identity;
 mod push_auth;
 mod service;
 mod support;
+mod team_gates;
 mod timeouts;

@@ -3,6 +3,7 @@
 //! the network boundary (`google`), a fault-injecting proxy (`proxy`), and the promoter binary.
 
 pub mod google;
+pub mod harness;
 pub mod proxy;
 pub mod pubsub;
 pub mod registry;
