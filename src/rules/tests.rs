@@ -964,3 +964,23 @@ fn origins_read_as_places() {
         assert!(e.to_string().starts_with(text), "{e}");
     }
 }
+
+#[test]
+fn the_readme_rules_file_is_a_valid_pipeline() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("One rules file using all of them:")
+        .and_then(|i| readme[i..].find("```yaml").map(|j| i + j + "```yaml".len()))
+        .expect("the README shows a rules file");
+    let end = readme[start..]
+        .find("```")
+        .map(|k| start + k)
+        .expect("closed");
+    let pipeline = Pipeline::from_yaml(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pipeline.declared_signals().len(), 3);
+    assert_eq!(pipeline.freezes().len(), 1);
+    let to_prod = pipeline
+        .promotion("extended-test", "prod")
+        .expect("to prod");
+    assert!(to_prod.soak().is_some() && !to_prod.approvers().is_empty());
+}

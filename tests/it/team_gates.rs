@@ -269,6 +269,28 @@ async fn an_alert_that_fires_and_clears_during_the_soak_restarts_its_clock() {
     let clear = harness.alert("app", "alert-clear").await;
     assert_eq!(decision(&clear), "pending", "{clear:?}");
     let restarted_until = time_of(&clear.1["not_before"]);
+    // status shows the clock: running since the clear, met at the answer's not_before.
+    let mut promoter = Promoter::new();
+    for (name, value) in harness.environment() {
+        promoter = promoter.env(name, value);
+    }
+    let output = promoter
+        .run(&[
+            "status",
+            &format!("{}:1.0.0", harness.repository("extended-test", "app")),
+            "--output",
+            "json",
+        ])
+        .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let soak = report["gates"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["to"] == "prod"))
+        .map(|g| g["soak"].clone())
+        .unwrap_or_default();
+    assert_eq!(soak["state"], "running", "{report}");
+    assert_eq!(time_of(&soak["met_at"]), restarted_until, "{report}");
     let answer = reconcile_until_promoted(&harness, Duration::from_secs(30)).await;
     assert!(!answer["promoted"].as_array().is_some_and(Vec::is_empty));
     let at = promoted_at(&harness, "app", "1.0.0");
