@@ -387,3 +387,114 @@ impl StatusReport {
         out
     }
 }
+
+/// `promoter status` without an argument: every image, what each stage holds, what waits.
+pub fn overview_text(view: &crate::promote::view::PipelineView) -> String {
+    use crate::promote::view::short_digest;
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if view.images.is_empty() {
+        return "no image has been recorded or promoted yet\n".to_owned();
+    }
+    let width = view
+        .images
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = write!(out, "{:<width$}", "IMAGE");
+    for stage in &view.stages {
+        let _ = write!(out, "  {:<26}", stage.to_uppercase());
+    }
+    out.push('\n');
+    for image in &view.images {
+        let _ = write!(out, "{:<width$}", image.name);
+        for cell in &image.stages {
+            let text = match (&cell.tag, &cell.digest) {
+                (Some(tag), Some(digest)) => format!("{tag} ({})", short_digest(digest)),
+                (None, Some(digest)) => short_digest(digest),
+                _ => "-".to_owned(),
+            };
+            let _ = write!(out, "  {text:<26}");
+        }
+        out.push('\n');
+    }
+    let waiting: Vec<_> = view
+        .images
+        .iter()
+        .flat_map(|i| i.waiting.iter().map(move |w| (i, w)))
+        .collect();
+    if !waiting.is_empty() {
+        out.push_str("\nWAITING\n");
+        for (image, wait) in waiting {
+            let version = wait
+                .tag
+                .clone()
+                .unwrap_or_else(|| short_digest(&wait.digest));
+            let _ = writeln!(
+                out,
+                "  {}:{version} {} -> {}: {} — {}",
+                image.name, wait.stage, wait.to_stage, wait.state, wait.reason
+            );
+        }
+    }
+    out
+}
+
+/// `promoter status NAME`: every version of the image promoter keeps, stage by stage, and what
+/// waits.
+pub fn versions_text(
+    view: &crate::promote::view::ImageView,
+    versions: &[(String, Vec<evidence::ArrivalEntry>)],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{}\n", view.name);
+    for (stage, entries) in versions {
+        let _ = writeln!(out, "\n{stage}");
+        if entries.is_empty() {
+            out.push_str("  (no version)\n");
+        }
+        for entry in entries {
+            let arrived = entry
+                .arrived_at()
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<16} {}  arrived {arrived}",
+                entry.tag.as_deref().unwrap_or("-"),
+                entry.digest
+            );
+        }
+    }
+    if !view.waiting.is_empty() {
+        out.push_str("\nWAITING\n");
+        for wait in &view.waiting {
+            let _ = writeln!(
+                out,
+                "  {} {} -> {}: {} — {}",
+                wait.tag.as_deref().unwrap_or(&wait.digest),
+                wait.stage,
+                wait.to_stage,
+                wait.state,
+                wait.reason
+            );
+        }
+    }
+    if !view.promotions.is_empty() {
+        out.push_str("\nPROMOTIONS\n");
+        for p in &view.promotions {
+            let _ = writeln!(
+                out,
+                "  {} {} {} -> {} by {}",
+                p.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                p.tag.as_deref().unwrap_or(&p.digest),
+                p.from_stage,
+                p.to_stage,
+                p.trigger
+            );
+        }
+    }
+    out
+}

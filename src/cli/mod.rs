@@ -64,10 +64,12 @@ enum Command {
         #[arg(long)]
         image: Option<String>,
     },
-    /// Which stages hold the image's digest, the signals recorded, which gates are met or missing.
+    /// The whole pipeline (no argument), every version of an image (NAME), or where one digest
+    /// is and why (REF: the stages that hold it, its signals, each gate's state).
     Status {
-        /// A reference in one of the pipeline's stages (REGISTRY/STAGE/NAME:TAG or @DIGEST).
-        image: String,
+        /// Nothing, an image's NAME below the stages (`my-app`), or a reference in one of the
+        /// pipeline's stages (REGISTRY/STAGE/NAME:TAG or @DIGEST).
+        image: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -250,7 +252,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Rules {
             command: RulesCommand::Check { file },
         } => rules_check(file),
-        Command::Status { image, output } => status(&image, output).await,
+        Command::Status { image, output } => status(image.as_deref(), output).await,
         Command::Publish {
             event_type,
             image,
@@ -298,12 +300,38 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn status(image: &str, output: Output) -> anyhow::Result<()> {
+async fn status(image: Option<&str>, output: Output) -> anyhow::Result<()> {
     let service = service::build_reader()?;
-    let report = crate::status::status(&service, image).await?;
-    match output {
-        Output::Json => println!("{}", serde_json::to_string(&report)?),
-        Output::Text => print!("{}", report.to_text()),
+    match image {
+        None => {
+            let view = service.pipeline_view().await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string(&view)?),
+                Output::Text => print!("{}", crate::status::overview_text(&view)),
+            }
+        }
+        Some(name) if !crate::rules::names_registry(name) => {
+            let (view, versions) = service.image_versions(name).await?;
+            match output {
+                Output::Json => {
+                    let versions: serde_json::Map<String, serde_json::Value> = versions
+                        .iter()
+                        .map(|(stage, entries)| Ok((stage.clone(), serde_json::to_value(entries)?)))
+                        .collect::<Result<_, serde_json::Error>>()?;
+                    let mut json = serde_json::to_value(&view)?;
+                    json["versions"] = serde_json::Value::Object(versions);
+                    println!("{json}");
+                }
+                Output::Text => print!("{}", crate::status::versions_text(&view, &versions)),
+            }
+        }
+        Some(reference) => {
+            let report = crate::status::status(&service, reference).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string(&report)?),
+                Output::Text => print!("{}", report.to_text()),
+            }
+        }
     }
     Ok(())
 }

@@ -124,10 +124,7 @@ pub async fn serve() -> anyhow::Result<()> {
         read_timeout_ms = u64::try_from(settings.read_timeout.as_millis()).unwrap_or(u64::MAX),
         "serving"
     );
-    let state = AppState {
-        service: Arc::new(service),
-        push_auth: Arc::new(push_auth),
-    };
+    let state = AppState::new(Arc::new(service), Arc::new(push_auth));
     let publisher = state.service.publisher.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, settings, async move {

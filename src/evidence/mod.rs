@@ -35,7 +35,8 @@ use crate::registry::{Digest, RegistryClient, RegistryError, Repository};
 
 pub use digest::DigestRecords;
 pub use state::{
-    LogRecord, PromotedIndex, StateRepository, Toggle, ToggleLog, WaitingEntry, WaitingIndex,
+    ArrivalEntry, ArrivalsIndex, ImagesIndex, LogRecord, PromotedIndex, StateRepository, Toggle,
+    ToggleLog, WaitingEntry, WaitingIndex,
 };
 
 /// The artifact type of a signal record.
@@ -123,6 +124,33 @@ pub struct PromotionRecord {
     pub evidence: Vec<crate::publish::EvidenceRecord>,
     pub identity: String,
     pub time: DateTime<Utc>,
+    /// What the copy did (for the pipeline view's promotion history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopySummary>,
+}
+
+/// The figures of a copy a promotion record keeps.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct CopySummary {
+    pub blobs_total: u64,
+    pub blobs_copied: u64,
+    pub blobs_mounted: u64,
+    pub bytes_copied: u64,
+    pub referrers_copied: u64,
+    pub duration_ms: u64,
+}
+
+impl From<&crate::registry::CopyReport> for CopySummary {
+    fn from(report: &crate::registry::CopyReport) -> Self {
+        CopySummary {
+            blobs_total: report.blobs_total,
+            blobs_copied: report.blobs_copied,
+            blobs_mounted: report.blobs_mounted,
+            bytes_copied: report.bytes_copied,
+            referrers_copied: report.referrers_copied,
+            duration_ms: report.duration_ms,
+        }
+    }
 }
 
 /// When a digest arrived in a stage, as far as promoter knows: the moment it promoted the digest

@@ -7,6 +7,8 @@
 //! | `{state}/freezes/{stage}` | `<freeze\|unfreeze>.<time>.<event>` | freeze event of the stage | from the latest `freeze` on |
 //! | `{state}/waiting` | `<stage and image hash>.<digest hex>` | digest waiting for an alert to clear or for time | while it waits |
 //! | `{state}/promoted/{stage}/{image}` | `<arrival ms>.<digest hex>` | digest promoted into the stage, by when it entered the stage before | the newest |
+//! | `{state}/arrivals/{stage}/{image}` | `<arrival ms>.<digest hex>` | digest that arrived in the stage (promoted there, or first seen there) | the newest 50 |
+//! | `{state}/images` | `<image hash>` | image promoter has recorded or promoted | all |
 //!
 //! Each index is written one tag per fact, never by rewriting a shared object, and obsolete
 //! tags are deleted afterwards; listing an index therefore costs what is live in it. Deleting is
@@ -63,6 +65,16 @@ impl StateRepository {
     /// The alert records of `image` in `stage`.
     pub fn alerts(&self, stage: &StageName, image: &str) -> Result<Repository, EvidenceError> {
         self.repository(&format!("alerts/{stage}/{image}"))
+    }
+
+    /// The digests that arrived in `stage`, newest kept.
+    pub fn arrivals(&self, stage: &StageName, image: &str) -> Result<Repository, EvidenceError> {
+        self.repository(&format!("arrivals/{stage}/{image}"))
+    }
+
+    /// Every image promoter has recorded or promoted.
+    pub fn images(&self) -> Result<Repository, EvidenceError> {
+        self.repository("images")
     }
 
     /// The `freeze` and `unfreeze` records of `stage`.
@@ -432,6 +444,129 @@ impl PromotedIndex<'_> {
             .map(|(_, manifest)| manifest.digest)
             .collect();
         delete_entries(self.client, self.repository, &digests).await;
+    }
+}
+
+/// A digest's arrival in a stage, as the arrivals index holds it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArrivalEntry {
+    pub digest: String,
+    /// The version tag it arrived under, when known.
+    pub tag: Option<String>,
+    pub arrived_ms: i64,
+}
+
+impl ArrivalEntry {
+    pub fn arrived_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::<Utc>::from_timestamp_millis(self.arrived_ms)
+    }
+}
+
+/// How many arrivals per image and stage the index keeps: the page shows the newest, `promoter
+/// status NAME` the versions kept.
+const ARRIVALS_KEPT: usize = 50;
+
+/// The digests that arrived in one stage for one image, newest kept: the page's cells without a
+/// listing of the stage repository.
+#[derive(Clone, Copy)]
+pub struct ArrivalsIndex<'a> {
+    pub client: &'a RegistryClient,
+    pub repository: &'a Repository,
+}
+
+impl ArrivalsIndex<'_> {
+    pub async fn add(&self, entry: &ArrivalEntry) -> Result<(), EvidenceError> {
+        let digest =
+            Digest::try_from(entry.digest.as_str()).map_err(|e| EvidenceError::Encode {
+                what: format!("arrival of {}", entry.digest),
+                cause: e.to_string(),
+            })?;
+        let tag = format!("{:013}.{}", entry.arrived_ms.max(0), digest.hex());
+        let (tag, manifest) = index_manifest(self.repository, tag, entry)?;
+        put_empty_blob(self.client, self.repository, None).await?;
+        put_tags(self.client, self.repository, &manifest, &[&tag]).await?;
+        Ok(())
+    }
+
+    /// The arrivals kept, newest first, as their tags say (time and digest).
+    pub async fn list(&self) -> Result<Vec<(DateTime<Utc>, Digest, String)>, EvidenceError> {
+        let mut listed: Vec<(DateTime<Utc>, Digest, String)> = self
+            .client
+            .list_tags(self.repository)
+            .await?
+            .into_iter()
+            .filter_map(|tag| parse_promoted_tag(&tag).map(|(time, digest)| (time, digest, tag)))
+            .collect();
+        listed.sort();
+        listed.reverse();
+        Ok(listed)
+    }
+
+    /// The whole entry under a listed tag (its version tag).
+    pub async fn read(&self, tag: &str) -> Result<Option<ArrivalEntry>, EvidenceError> {
+        read_record(self.client, self.repository, tag).await
+    }
+
+    /// Deletes all but the newest [`ARRIVALS_KEPT`] (best-effort).
+    pub async fn compact(&self) {
+        let Ok(listed) = self.list().await else {
+            return;
+        };
+        if listed.len() <= ARRIVALS_KEPT {
+            return;
+        }
+        let digests = futures::future::join_all(
+            listed[ARRIVALS_KEPT..]
+                .iter()
+                .map(|(_, _, tag)| self.client.head_manifest(self.repository, tag)),
+        )
+        .await;
+        let digests: Vec<Digest> = digests
+            .into_iter()
+            .filter_map(|d| d.ok().flatten())
+            .collect();
+        delete_entries(self.client, self.repository, &digests).await;
+    }
+}
+
+/// An image promoter knows, as the images index holds it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// The name below the stages' prefixes (`my-app`, `team/app`).
+    pub image: String,
+}
+
+/// Every image promoter has recorded or promoted: what the pipeline view lists.
+#[derive(Clone, Copy)]
+pub struct ImagesIndex<'a> {
+    pub client: &'a RegistryClient,
+    pub repository: &'a Repository,
+}
+
+impl ImagesIndex<'_> {
+    pub async fn add(&self, image: &str) -> Result<(), EvidenceError> {
+        let entry = ImageEntry {
+            image: image.to_owned(),
+        };
+        let (tag, manifest) = index_manifest(self.repository, short_hash(&[image], 8), &entry)?;
+        put_empty_blob(self.client, self.repository, None).await?;
+        put_tags(self.client, self.repository, &manifest, &[&tag]).await?;
+        Ok(())
+    }
+
+    /// Every image's name.
+    pub async fn list(&self) -> Result<Vec<String>, EvidenceError> {
+        let tags = self.client.list_tags(self.repository).await?;
+        let entries = futures::future::try_join_all(
+            tags.iter()
+                .filter(|t| t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|tag| read_record::<ImageEntry>(self.client, self.repository, tag)),
+        )
+        .await?;
+        let mut images: Vec<String> = entries.into_iter().flatten().map(|e| e.image).collect();
+        images.sort();
+        images.dedup();
+        Ok(images)
     }
 }
 

@@ -4,6 +4,7 @@
 //! (`promote::Service`), and let `ack` turn the outcome into a status.
 
 pub mod ack;
+pub mod page;
 pub mod push_auth;
 pub mod server;
 
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use tracing::Instrument as _;
 
@@ -31,14 +32,70 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub service: Arc<Service>,
     pub push_auth: Arc<PushAuth>,
+    /// The pipeline view, computed at most once per few seconds however many pages are open.
+    pub view: Arc<page::ViewCache>,
 }
 
+impl AppState {
+    pub fn new(service: Arc<Service>, push_auth: Arc<PushAuth>) -> Self {
+        AppState {
+            service,
+            push_auth,
+            view: Arc::default(),
+        }
+    }
+}
+
+/// `POST /` takes every inbound form; `GET /` is the pipeline page for browsers (JSON for
+/// others), `GET /api/pipeline` its JSON. The reading routes need no push token: on Cloud Run
+/// the service's IAM decides who may open them (`gcloud run services proxy`).
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", post(receive))
+        .route("/", post(receive).get(pipeline_page))
+        .route("/api/pipeline", get(pipeline_json))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// `GET /`: the page for a browser (`Accept: text/html`), the JSON for anyone else.
+async fn pipeline_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !wants_html {
+        return pipeline_json(State(state)).await;
+    }
+    match state.view.get(&state.service).await {
+        Ok(view) => match page::render(&view) {
+            Ok(html) => axum::response::Html(html).into_response(),
+            Err(error) => ack::problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+                &error.to_string(),
+            ),
+        },
+        Err(error) => view_unavailable(&error),
+    }
+}
+
+/// `GET /api/pipeline`.
+async fn pipeline_json(State(state): State<AppState>) -> Response {
+    match state.view.get(&state.service).await {
+        Ok(view) => axum::Json(view.as_ref().clone()).into_response(),
+        Err(error) => view_unavailable(&error),
+    }
+}
+
+fn view_unavailable(error: &PromoteError) -> Response {
+    tracing::warn!(reason = %error, "the pipeline view could not be read");
+    let status = if error.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    ack::problem(status, "the pipeline could not be read", &error.to_string())
 }
 
 /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish.

@@ -14,8 +14,8 @@ use chrono::Utc;
 
 use crate::events::SignalKind;
 use crate::evidence::{
-    ArrivalRecord, DigestRecords, PromotedIndex, PromotionRecord, SignalRecord, Toggle, ToggleLog,
-    WaitingEntry, WaitingIndex,
+    ArrivalRecord, CopySummary, DigestRecords, PromotedIndex, PromotionRecord, SignalRecord,
+    Toggle, ToggleLog, WaitingEntry, WaitingIndex,
 };
 use crate::publish::{self, EvidenceRecord, TriggerRecord};
 use crate::registry::copy::Progress;
@@ -295,6 +295,7 @@ impl Service {
             evidence,
             identity: self.identity_name().await,
             time: now,
+            copy: Some(CopySummary::from(&report)),
         };
         let arrival = ArrivalRecord {
             time: now,
@@ -315,9 +316,17 @@ impl Service {
         let waits_there = self.waits_in(promotion.to());
         let waiting_repository = self.state.waiting()?;
         let recorded = async {
-            destination_records
-                .record_promotion(&found.digest, &subject, &record, &arrival)
-                .await?;
+            futures::future::try_join(
+                async {
+                    Ok::<_, PromoteError>(
+                        destination_records
+                            .record_promotion(&found.digest, &subject, &record, &arrival)
+                            .await?,
+                    )
+                },
+                self.index_arrival(job, promotion.to(), &place.image_name, &arrival),
+            )
+            .await?;
             if waits_there {
                 // The digest now waits in the destination for the gates out of it that an
                 // alert or time can open.

@@ -55,6 +55,7 @@ pub(crate) mod job;
 mod outcome;
 pub(crate) mod plan;
 mod service;
+pub mod view;
 
 pub use outcome::{Answer, CandidateOutcome, Decision, Fate, FrozenAnswer, Listed, PromoteError};
 pub use service::{Clock, Service};

@@ -340,6 +340,42 @@ impl Service {
             .any(|p| self.pipeline.opens_without_digest_signal(p))
     }
 
+    /// Indexes an arrival (in the stage's arrivals, and the image among the images) for the
+    /// pipeline view, which then needs no listing of stage repositories.
+    pub(super) async fn index_arrival(
+        &self,
+        job: &Job,
+        stage: &StageName,
+        image: &str,
+        arrival: &evidence::ArrivalRecord,
+    ) -> Result<(), PromoteError> {
+        let arrivals_repository = self.state.arrivals(stage, image)?;
+        let images_repository = self.state.images()?;
+        let arrivals = evidence::ArrivalsIndex {
+            client: job.client(&arrivals_repository)?,
+            repository: &arrivals_repository,
+        };
+        let entry = evidence::ArrivalEntry {
+            digest: arrival.digest.clone(),
+            tag: arrival.tag.clone(),
+            arrived_ms: arrival.time.timestamp_millis(),
+        };
+        futures::future::try_join(
+            arrivals.add(&entry),
+            evidence::ImagesIndex {
+                client: job.client(&images_repository)?,
+                repository: &images_repository,
+            }
+            .add(image),
+        )
+        .await?;
+        // Cleaning the index up needs a listing: one arrival in eight pays for it.
+        if entry.arrived_ms % 8 == 0 {
+            arrivals.compact().await;
+        }
+        Ok(())
+    }
+
     /// Every repository a job on `place` for `promotions` touches, with how.
     fn job_repositories(
         &self,
@@ -497,24 +533,39 @@ impl Service {
         // is taken from what the registry holds, so of two signals arriving together the later
         // reader sees both.
         let writes = async {
-            futures::future::try_join3(
-                records.record_signal(&digest, &subject, &signal.kind, &record, &approval_tags),
-                async {
-                    match &first_arrival {
-                        Some(arrival) => records.record_arrival(&digest, &subject, arrival).await,
-                        None => Ok(()),
-                    }
-                },
-                async {
-                    if indexed {
-                        waiting.add(&entry).await
-                    } else {
-                        Ok(())
-                    }
-                },
-            )
-            .await
-            .map(|_| ())
+            let signal_written = async {
+                records
+                    .record_signal(&digest, &subject, &signal.kind, &record, &approval_tags)
+                    .await
+                    .map_err(PromoteError::from)
+            };
+            let arrival_written = async {
+                let Some(arrival) = &first_arrival else {
+                    return Ok(());
+                };
+                let recorded = async {
+                    records
+                        .record_arrival(&digest, &subject, arrival)
+                        .await
+                        .map_err(PromoteError::from)
+                };
+                futures::future::try_join(
+                    recorded,
+                    self.index_arrival(&job, &place.stage, &place.image_name, arrival),
+                )
+                .await
+                .map(|_| ())
+            };
+            let indexed_written = async {
+                if indexed {
+                    waiting.add(&entry).await.map_err(PromoteError::from)
+                } else {
+                    Ok(())
+                }
+            };
+            futures::future::try_join3(signal_written, arrival_written, indexed_written)
+                .await
+                .map(|_| ())
         };
         if promotions.is_empty() {
             writes.await?;

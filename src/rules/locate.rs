@@ -35,7 +35,7 @@ impl Located {
 /// component with a dot or a port, or `localhost`). Without one, `text` is an image name
 /// relative to a stage: reading `my-app` as `docker.io/library/my-app`, as docker would, could
 /// only ever end in "unconfigured location", and hides the real mistake (no stage given).
-fn names_registry(text: &str) -> bool {
+pub fn names_registry(text: &str) -> bool {
     text.split_once('/').is_some_and(|(first, _)| {
         first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[')
     })

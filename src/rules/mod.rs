@@ -23,7 +23,7 @@ pub use error::{Origin, Problem, RulesError, SignalList};
 pub use freeze::FreezeWindow;
 pub use gate::{Evidence, Frozen, Gate, Record, Soak, Waiting, evaluate, soak_clock};
 pub use glob::ImageGlob;
-pub use locate::Located;
+pub use locate::{Located, names_registry};
 pub use model::{ApproverPattern, Gates, Pipeline, Promotion, Select, Stage, StageName};
 pub use select::{Candidate, Destination, NewestHeld, Skip, Verdict, judge, move_order};
 
