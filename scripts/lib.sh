@@ -6,7 +6,8 @@ as_root() {
 }
 
 # Debian packages: the distribution registry, skopeo (seeding and cross-checks), Go and Google's
-# Pub/Sub fake (pstest), openssl (test keys), GNU time (peak memory in the benchmark).
+# Pub/Sub fake (pstest), openssl (test keys), GNU time (peak memory in the benchmark), chromium
+# and Node.js (the pipeline page is checked in a real browser, driven by playwright-core).
 ensure_debian_packages() {
   local missing=()
   command -v docker-registry >/dev/null || missing+=(docker-registry)
@@ -16,6 +17,9 @@ ensure_debian_packages() {
   command -v openssl >/dev/null || missing+=(openssl)
   [ -x /usr/bin/time ] || missing+=(time)
   command -v curl >/dev/null || missing+=(curl)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     as_root apt-get update -qq
@@ -25,5 +29,14 @@ ensure_debian_packages() {
   if [ ! -f /etc/containers/policy.json ]; then
     as_root mkdir -p /etc/containers
     echo '{"default":[{"type":"insecureAcceptAnything"}]}' | as_root tee /etc/containers/policy.json >/dev/null
+  fi
+}
+
+# The browser test's driver, playwright-core, from npm at the version tests/browser's lock file
+# names. It drives Debian's chromium: no browser is downloaded.
+ensure_browser_driver() {
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "installing playwright-core (npm ci in tests/browser)" >&2
+    (cd tests/browser && npm ci --no-audit --no-fund --silent)
   fi
 }

@@ -6,6 +6,7 @@ mod faults;
 mod gates;
 mod history;
 mod identity;
+mod page;
 mod pipeline_view;
 mod push_auth;
 mod service;
