@@ -241,12 +241,21 @@ async fn put_tags(
     manifest: &RawManifest,
     tags: &[&str],
 ) -> Result<Vec<PutManifestOutcome>, EvidenceError> {
-    let outcomes = futures::future::try_join_all(
+    let pushed = futures::future::try_join_all(
         tags.iter()
             .map(|tag| client.put_manifest(repository, tag, manifest)),
     )
-    .await?;
-    Ok(outcomes)
+    .await;
+    if let Err(error) = &pushed
+        && error.to_string().contains("MANIFEST_BLOB_UNKNOWN")
+    {
+        // The config blob this process remembered is gone (a garbage collection): check and
+        // upload it again next time.
+        client
+            .transport()
+            .forget_blob(repository, &Digest::sha256_of(EMPTY_CONFIG));
+    }
+    Ok(pushed?)
 }
 
 /// The records' config blob in `repository`: mounted from `from` (another repository on the same
@@ -257,16 +266,30 @@ async fn put_empty_blob(
     from: Option<&Repository>,
 ) -> Result<(), RegistryError> {
     let digest = Digest::sha256_of(EMPTY_CONFIG);
+    if client.transport().blob_known(repository, &digest) {
+        return Ok(());
+    }
+    place_empty_blob(client, repository, from, &digest).await?;
+    client.transport().remember_blob(repository, &digest);
+    Ok(())
+}
+
+async fn place_empty_blob(
+    client: &RegistryClient,
+    repository: &Repository,
+    from: Option<&Repository>,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
     if let Some(from) =
         from.filter(|from| from.registry == repository.registry && *from != repository)
     {
-        match client.mount_blob(repository, &digest, from).await {
+        match client.mount_blob(repository, digest, from).await {
             Ok(MountOutcome::Mounted) => return Ok(()),
             Ok(MountOutcome::UploadAt(location)) => {
                 return client
                     .upload_blob_bytes(
                         repository,
-                        &digest,
+                        digest,
                         Bytes::from_static(EMPTY_CONFIG),
                         Some(location),
                     )
@@ -277,7 +300,7 @@ async fn put_empty_blob(
         }
     }
     client
-        .push_blob_bytes(repository, &digest, Bytes::from_static(EMPTY_CONFIG))
+        .push_blob_bytes(repository, digest, Bytes::from_static(EMPTY_CONFIG))
         .await
 }
 

@@ -256,7 +256,15 @@ impl Service {
 
         // Another instance may have promoted a newer digest of this image while this one was
         // copying: then this one is not announced, so the stage never steps back in time.
-        let claims = index.list().await?;
+        let satisfied_by = match gate {
+            Gate::Open { satisfied_by } => satisfied_by.clone(),
+            _ => Vec::new(),
+        };
+        let (claims, evidence) = futures::future::try_join(
+            async { index.list().await.map_err(PromoteError::from) },
+            self.evidence_records(job, plan, &satisfied_by),
+        )
+        .await?;
         if let Some((_, newest)) = claims.last()
             && newest != &found.digest
             && destination_client
@@ -275,11 +283,6 @@ impl Service {
             });
         }
 
-        let satisfied_by = match gate {
-            Gate::Open { satisfied_by } => satisfied_by.clone(),
-            _ => Vec::new(),
-        };
-        let evidence = self.evidence_records(job, plan, &satisfied_by).await?;
         let now = self.now();
         let record = PromotionRecord {
             image: destination.to_string(),

@@ -50,6 +50,8 @@ pub struct Service {
     /// for the first and find its promotion, and two versions of one image are never judged
     /// against each other half-done.
     locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Images this instance already put in the images index: each is written once per process.
+    known_images: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Events this instance already saw through to a promotion (copied and announced). Pub/Sub
     /// delivers at least once, often to the same instance; a redelivery is answered from here
     /// without touching the registry. Another instance, or this one after a restart, takes the
@@ -84,6 +86,7 @@ impl Service {
             state,
             clock: Arc::new(Utc::now),
             locks: tokio::sync::Mutex::default(),
+            known_images: std::sync::Mutex::default(),
             done: std::sync::Mutex::default(),
         }
     }
@@ -360,14 +363,24 @@ impl Service {
             tag: arrival.tag.clone(),
             arrived_ms: arrival.time.timestamp_millis(),
         };
-        futures::future::try_join(
-            arrivals.add(&entry),
-            evidence::ImagesIndex {
-                client: job.client(&images_repository)?,
-                repository: &images_repository,
+        let known = self
+            .known_images
+            .lock()
+            .is_ok_and(|known| known.contains(image));
+        let images = evidence::ImagesIndex {
+            client: job.client(&images_repository)?,
+            repository: &images_repository,
+        };
+        futures::future::try_join(arrivals.add(&entry), async {
+            if known {
+                return Ok(());
             }
-            .add(image),
-        )
+            images.add(image).await?;
+            if let Ok(mut known) = self.known_images.lock() {
+                known.insert(image.to_owned());
+            }
+            Ok(())
+        })
         .await?;
         // Cleaning the index up needs a listing: one arrival in eight pays for it.
         if entry.arrived_ms % 8 == 0 {

@@ -116,7 +116,13 @@ pub struct Transport {
     http: reqwest::Client,
     insecure_hosts: Arc<Vec<String>>,
     pub retry: RetryPolicy,
+    /// Blobs this process has seen in a repository (`repository@digest`): the small config blob
+    /// every evidence record names is checked once per repository, not before every record.
+    known_blobs: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// How many repository blobs the cache remembers before it starts again.
+const KNOWN_BLOBS: usize = 100_000;
 
 impl Transport {
     /// `insecure_hosts` are `host:port` entries reached over plain HTTP besides loopback
@@ -143,7 +149,33 @@ impl Transport {
                     .collect(),
             ),
             retry: RetryPolicy::default(),
+            known_blobs: Arc::default(),
         })
+    }
+
+    /// Whether this process saw `digest` in `repository` (no request is made).
+    pub fn blob_known(&self, repository: &Repository, digest: &Digest) -> bool {
+        self.known_blobs
+            .lock()
+            .is_ok_and(|known| known.contains(&format!("{repository}@{digest}")))
+    }
+
+    /// Remembers that `repository` holds `digest`.
+    pub fn remember_blob(&self, repository: &Repository, digest: &Digest) {
+        if let Ok(mut known) = self.known_blobs.lock() {
+            if known.len() >= KNOWN_BLOBS {
+                known.clear();
+            }
+            known.insert(format!("{repository}@{digest}"));
+        }
+    }
+
+    /// Forgets it again: the registry said the blob is unknown after all (a garbage collection
+    /// took it).
+    pub fn forget_blob(&self, repository: &Repository, digest: &Digest) {
+        if let Ok(mut known) = self.known_blobs.lock() {
+            known.remove(&format!("{repository}@{digest}"));
+        }
     }
 
     fn scheme_for(&self, registry: &RegistryHost) -> &'static str {
@@ -278,6 +310,11 @@ enum Head {
 impl RegistryClient {
     pub fn registry(&self) -> &RegistryHost {
         &self.registry
+    }
+
+    /// The process-wide machinery this client belongs to.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     pub fn retry_policy(&self) -> &RetryPolicy {

@@ -607,16 +607,17 @@ impl Copier<'_> {
             if level.is_empty() {
                 break;
             }
-            // A level's lookups go out side by side; its writes follow one by one.
-            let found = futures::future::try_join_all(
-                level
-                    .iter()
-                    .map(|subject| self.find_referrers(from, subject)),
-            )
+            // A level's subjects go side by side, lookups and then writes: the chain of requests
+            // a copy waits for is as deep as the referrers nest, not as long as they are many.
+            let copied = futures::future::try_join_all(level.iter().map(|subject| async move {
+                let found = self.find_referrers(from, subject).await?;
+                self.copy_found(from, to, subject, found).await
+            }))
             .await?;
             let mut next = Vec::new();
-            for (subject, found) in level.iter().zip(found) {
-                next.extend(self.copy_found(from, to, subject, found, counts).await?);
+            for (found, copied_count) in copied {
+                next.extend(found);
+                counts.referrers_copied += copied_count;
             }
             level = next;
         }
@@ -672,48 +673,71 @@ impl Copier<'_> {
     /// Copies what [`Copier::find_referrers`] found for `subject` that the destination lacks,
     /// and keeps its fallback tag current. Returns the digests copied or already there, whose
     /// own referrers come next.
+    /// Copies what was found referring to `subject`: cosign's artifacts and the referrers, side
+    /// by side (they are independent artifacts), then the subject's fallback tag. Returns the
+    /// digests to look for referrers of next, and how many referrers were copied.
     async fn copy_found(
         &self,
         from: &Repository,
         to: &Repository,
         subject: &Digest,
         found: Found,
-        counts: &mut Counts,
-    ) -> Result<Vec<Digest>, RegistryError> {
-        let mut next = Vec::new();
-        // Referrers are reported by count; the image's own counts stay the image's.
-        let mut referrer_counts = Counts::default();
+    ) -> Result<(Vec<Digest>, u64), RegistryError> {
         // cosign's tags: copied tag for tag; the source is the truth for what they hold
         // (cosign rewrites `.sig` when it adds a signature).
-        for (tag, artifact) in &found.cosign {
-            if self.destination.head_manifest(to, tag).await?.as_ref() != Some(&artifact.digest) {
-                self.copy_tree(from, to, artifact, Some(tag), &mut referrer_counts)
-                    .await?;
-                counts.referrers_copied += 1;
-            }
-            next.push(artifact.digest.clone());
+        let cosign =
+            futures::future::try_join_all(found.cosign.iter().map(|(tag, artifact)| async move {
+                // Referrers are reported by count; the image's own counts stay the image's.
+                let mut referrer_counts = Counts::default();
+                let copied = if self.destination.head_manifest(to, tag).await?.as_ref()
+                    != Some(&artifact.digest)
+                {
+                    self.copy_tree(from, to, artifact, Some(tag), &mut referrer_counts)
+                        .await?;
+                    true
+                } else {
+                    false
+                };
+                Ok::<_, RegistryError>((copied, artifact.digest.clone()))
+            }));
+        let referrers =
+            futures::future::try_join_all(found.referrers.iter().map(|descriptor| async move {
+                let digest = descriptor
+                    .digest()
+                    .map_err(|cause| RegistryError::BadManifest {
+                        image: format!("referrers of {from}@{subject}"),
+                        cause,
+                    })?;
+                let mut referrer_counts = Counts::default();
+                let mut copied = None;
+                if self
+                    .destination
+                    .head_manifest(to, digest.as_str())
+                    .await?
+                    .is_none()
+                {
+                    let referrer = self.fetch_by_digest(from, &digest).await?;
+                    copied = Some(
+                        self.copy_tree(from, to, &referrer, None, &mut referrer_counts)
+                            .await?,
+                    );
+                }
+                Ok::<_, RegistryError>((copied, digest))
+            }));
+        let (cosign, referrers) = futures::future::try_join(cosign, referrers).await?;
+        let mut next = Vec::new();
+        let mut copied_count = 0;
+        for (copied, digest) in cosign {
+            copied_count += u64::from(copied);
+            next.push(digest);
         }
         let mut registry_tracks_subject = false;
         let mut copied_any = false;
-        for descriptor in &found.referrers {
-            let digest = descriptor
-                .digest()
-                .map_err(|cause| RegistryError::BadManifest {
-                    image: format!("referrers of {from}@{subject}"),
-                    cause,
-                })?;
-            if self
-                .destination
-                .head_manifest(to, digest.as_str())
-                .await?
-                .is_none()
-            {
-                let referrer = self.fetch_by_digest(from, &digest).await?;
-                registry_tracks_subject |= self
-                    .copy_tree(from, to, &referrer, None, &mut referrer_counts)
-                    .await?;
-                counts.referrers_copied += 1;
+        for (copied, digest) in referrers {
+            if let Some(tracks) = copied {
+                registry_tracks_subject |= tracks;
                 copied_any = true;
+                copied_count += 1;
             }
             next.push(digest);
         }
@@ -727,7 +751,7 @@ impl Copier<'_> {
             )
             .await?;
         }
-        Ok(next)
+        Ok((next, copied_count))
     }
 }
 
