@@ -309,12 +309,19 @@ impl PushAuth {
     }
 
     /// Every claim check, token first (401), identity second (403).
+    ///
+    /// A verified identity that is not a push identity comes back as
+    /// [`PushAuthError::EmailNotAllowed`] carrying its address: a person, whom the HTTP layer
+    /// lets send an approval and nothing else. In `cloud-run` mode such a person's token is not
+    /// held to the push audience: Cloud Run accepted it for this service already, and a user's
+    /// `gcloud auth print-identity-token` carries gcloud's own audience
+    /// (<https://cloud.google.com/run/docs/authenticating/developers>).
     fn check_claims(
         &self,
         claims: &Map<String, Value>,
         now: i64,
     ) -> Result<PushIdentity, PushAuthError> {
-        self.check_token_claims(claims, now)?;
+        self.check_issuer_and_expiry(claims, now)?;
         let email = claims
             .get("email")
             .and_then(Value::as_str)
@@ -331,12 +338,15 @@ impl PushAuth {
                 email: email.to_owned(),
             });
         }
-        if !self.allowed_emails.is_empty()
-            && !self
+        let pusher = self.allowed_emails.is_empty()
+            || self
                 .allowed_emails
                 .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(email))
-        {
+                .any(|allowed| allowed.eq_ignore_ascii_case(email));
+        if pusher || self.mode != PushAuthMode::CloudRun {
+            self.check_audience(claims)?;
+        }
+        if !pusher {
             return Err(PushAuthError::EmailNotAllowed {
                 email: email.to_owned(),
             });
@@ -348,6 +358,15 @@ impl PushAuth {
 
     /// The checks of the token itself: issuer, expiry, audience.
     fn check_token_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now: i64,
+    ) -> Result<(), PushAuthError> {
+        self.check_issuer_and_expiry(claims, now)?;
+        self.check_audience(claims)
+    }
+
+    fn check_issuer_and_expiry(
         &self,
         claims: &Map<String, Value>,
         now: i64,
@@ -374,6 +393,10 @@ impl PushAuth {
                 expired_at: expires_at,
             });
         }
+        Ok(())
+    }
+
+    fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), PushAuthError> {
         if let Some(expected) = &self.audience {
             let found: Vec<String> = match claims.get("aud") {
                 Some(Value::String(audience)) => vec![audience.clone()],
@@ -900,6 +923,40 @@ c4JciaFReImNx+c1ORmHqD5sJWPjCk3Vwb7jKQlcVWJiSBK65pE=\n\
         // Nothing configured: any verified Google identity.
         let open = cloud_run(None, &[]);
         assert!(open.check(&bearer(&token)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn cloud_run_takes_a_person_with_gclouds_audience_as_a_person_not_a_pusher() {
+        let auth = cloud_run(Some(AUDIENCE), &[PUSHER]);
+        // `gcloud auth print-identity-token` of a user: gcloud's own client id as audience.
+        let mut claims = push_claims();
+        claims["email"] = json!("alice@acme.com");
+        claims["aud"] = json!("32555940559.apps.googleusercontent.com");
+        let token = stripped(&claims);
+        let err = assert_refused(
+            auth.check(&bearer(&token)).await,
+            &token,
+            StatusCode::FORBIDDEN,
+        );
+        assert_eq!(
+            err,
+            PushAuthError::EmailNotAllowed {
+                email: "alice@acme.com".into()
+            }
+        );
+        // The push identity itself is still held to the push audience.
+        let mut claims = push_claims();
+        claims["aud"] = json!("32555940559.apps.googleusercontent.com");
+        let token = stripped(&claims);
+        let err = assert_refused(
+            auth.check(&bearer(&token)).await,
+            &token,
+            StatusCode::UNAUTHORIZED,
+        );
+        assert!(
+            matches!(err, PushAuthError::WrongAudience { .. }),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

@@ -55,7 +55,9 @@ pub(crate) mod job;
 mod outcome;
 pub(crate) mod plan;
 mod service;
+mod signals;
 pub mod view;
+mod waiting;
 
 pub use outcome::{Answer, CandidateOutcome, Decision, Fate, FrozenAnswer, Listed, PromoteError};
 pub use service::{Clock, Service};
