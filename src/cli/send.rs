@@ -85,7 +85,7 @@ pub async fn approve(
                 .build()
                 .with_context(|| {
                     format!(
-                        "no ID token for audience {audience}: pass --token, set {}, or log in with `gcloud auth application-default login`",
+                        "no ID token for audience {audience} from Application Default Credentials (a user's cannot mint one): pass --token \"$(gcloud auth print-identity-token)\" or set {}",
                         config::PROMOTER_ID_TOKEN
                     )
                 })?;
