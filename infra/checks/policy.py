@@ -5,9 +5,20 @@
 
   iam-scope        no project-, folder- or organisation-level IAM resource in infra/: every grant
                    is on a repository, topic, subscription, service account or the service.
-  public           no allUsers / allAuthenticatedUsers member anywhere in infra/.
-  invoker          roles/run.invoker is granted, and only to the push identity
-                   (google_service_account.push).
+  public           no allUsers / allAuthenticatedUsers member anywhere in infra/ (.tf and .tfvars
+                   files, examples included).
+  invoker          roles/run.invoker is granted to the push identity (google_service_account.push)
+                   and otherwise only to members that come from var.approvers (which must carry a
+                   validation), only on the service (google_cloud_run_v2_service_iam_*); every
+                   member expression is taken apart (concat, lists, each.value of a for_each over
+                   var.approvers): any other reference or literal fails. var.approvers holds no
+                   other role.
+  secrets          roles/secretmanager.secretAccessor, and no other Secret Manager role, only on a
+                   secret this configuration creates (google_secret_manager_secret_iam_member),
+                   only for the service's account (google_service_account.promoter).
+  rules-file       when the service sets PROMOTER_CONFIG, the path is a file of a secret volume
+                   mounted in the container (mount_path + item path), from a secret created here,
+                   at a version Terraform pins (google_secret_manager_secret_version, not latest).
   push             push subscriptions: OIDC token of the push identity, ack deadline 600 s,
                    exponential retry policy, dead-letter policy.
   cloud-run        request timeout >= the ack deadline, min instances 0, CPU only during requests.
@@ -44,6 +55,17 @@ EVENTS_TOPIC = "google_pubsub_topic.events."
 # (https://cloud.google.com/scheduler/docs/creating): PROJECT_NUMBER@cloudservices.gserviceaccount.com.
 SCHEDULER_PUBLISHER = "@cloudservices.gserviceaccount.com"
 STATE_REPOSITORY = "google_artifact_registry_repository."
+SERVICE_IDENTITY = "google_service_account.promoter."
+INVOKER = "roles/run.invoker"
+SERVICE_IAM_TYPES = {"google_cloud_run_v2_service_iam_binding", "google_cloud_run_v2_service_iam_member"}
+APPROVERS = "var.approvers"
+# A member expression that is the push identity.
+PUSH_MEMBER = re.compile(r'^(google_service_account\.push\.member|"serviceAccount:\$\{google_service_account\.push\.email\}")$')
+# Functions that only combine lists of members (their arguments are taken apart).
+LIST_FUNCTIONS = {"concat", "distinct", "toset", "tolist", "sort", "compact", "flatten"}
+SECRET = "google_secret_manager_secret."
+SECRET_VERSION = "google_secret_manager_secret_version."
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
 REPO_ADMIN = "roles/artifactregistry.repoAdmin"
 AR_ADMIN = "roles/artifactregistry.admin"
 
@@ -69,6 +91,175 @@ def resolve(value, local_values: dict[str, str]) -> str:
     return re.sub(r"\$\{local\.([A-Za-z0-9_]+)\}", lambda m: local_values.get(m.group(1), m.group(0)), text)
 
 
+def split_top(text: str) -> list[str]:
+    """text split at the commas outside brackets and strings."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    quoted = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            current.append(c)
+            if c == "\\" and i + 1 < len(text):
+                current.append(text[i + 1])
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+            current.append(c)
+        elif c in "([{":
+            depth += 1
+            current.append(c)
+        elif c in ")]}":
+            depth -= 1
+            current.append(c)
+        elif c == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    if "".join(current).strip():
+        parts.append("".join(current).strip())
+    return parts
+
+
+def unwrap(expr: str) -> str:
+    """An expression without the ${ } python-hcl2 puts around it."""
+    e = expr.strip()
+    if e.startswith("${") and e.endswith("}"):
+        inner = e[2:-1]
+        # only when those braces enclose the whole expression (not "${a}-${b}")
+        depth = 0
+        for c in inner:
+            depth += c == "{"
+            depth -= c == "}"
+            if depth < 0:
+                return e
+        return inner.strip()
+    return e
+
+
+def member_terms(expr) -> list[str]:
+    """The members an expression is made of: lists and list functions taken apart."""
+    if isinstance(expr, list):
+        return [t for item in expr for t in member_terms(item)]
+    e = unwrap(str(expr))
+    call = re.fullmatch(r"([a-z_]+)\((.*)\)", e, re.S)
+    if call and call.group(1) in LIST_FUNCTIONS:
+        return [t for arg in split_top(call.group(2)) for t in member_terms(arg)]
+    if e.startswith("[") and e.endswith("]"):
+        return [t for item in split_top(e[1:-1]) for t in member_terms(item)]
+    return [e]
+
+
+def members_of(body: dict) -> list[str]:
+    terms: list[str] = []
+    for name in ("member", "members"):
+        if hclutil.attr(body, name) is not None:
+            terms.extend(member_terms(hclutil.attr(body, name)))
+    return terms
+
+
+def from_approvers(term: str, body: dict) -> bool:
+    """term is var.approvers, or each.value/each.key of a for_each over var.approvers alone."""
+    if term == APPROVERS:
+        return True
+    if term in ("each.value", "each.key"):
+        for_each = member_terms(hclutil.attr(body, "for_each", ""))
+        return bool(for_each) and all(t == APPROVERS for t in for_each)
+    return False
+
+
+def variables(root: pathlib.Path) -> dict[str, dict]:
+    """Every `variable` block under infra/modules/, by name."""
+    found: dict[str, dict] = {}
+    for path in hclutil.tf_files(root):
+        if "modules" not in path.relative_to(root).parts:
+            continue
+        for block in hclutil.load(path).get("variable", []):
+            for name, body in block.items():
+                found[hclutil.unq(name)] = body
+    return found
+
+
+def literal_locals(local_values: dict[str, str]) -> dict[str, str]:
+    """The locals whose value is a string literal (maybe built of other locals), as text."""
+    out = {}
+    for name, value in local_values.items():
+        text = str(value)
+        if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+            out[name] = text[1:-1]
+    return out
+
+
+def substitute(text: str, literals: dict[str, str]) -> str:
+    """text with ${local.X} and bare local.X of string literals replaced by their text."""
+    for _ in range(10):
+        new = re.sub(r"\$\{local\.([A-Za-z0-9_]+)\}", lambda m: literals.get(m.group(1), m.group(0)), text)
+        new = re.sub(r"(?<![\w{.])local\.([A-Za-z0-9_]+)\b",
+                     lambda m: f'"{literals[m.group(1)]}"' if m.group(1) in literals else m.group(0), new)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def absolute_paths(text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w.:/])/[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*", text))
+
+
+def blocks_or_dynamic(body: dict, name: str) -> list[dict]:
+    """Blocks called name, and the content of `dynamic "name"` blocks."""
+    found = list(hclutil.blocks(body, name))
+    for dyn in hclutil.blocks(body, "dynamic"):
+        for key, value in dyn.items():
+            if hclutil.unq(key) == name:
+                for item in value if isinstance(value, list) else [value]:
+                    found.extend(hclutil.blocks(item, "content"))
+    return found
+
+
+def check_rules_file(where: str, template: dict, local_values: dict[str, str]) -> list[str]:
+    literals = literal_locals(local_values)
+    errors: list[str] = []
+    containers = hclutil.blocks(template, "containers")
+    configs = [(c, e) for c in containers for e in hclutil.blocks(c, "env") if hclutil.attr(e, "name") == "PROMOTER_CONFIG"]
+    if not configs:
+        return []
+    secret_items: dict[str, set[str]] = {}
+    for volume in blocks_or_dynamic(template, "volumes"):
+        name = substitute(str(hclutil.attr(volume, "name", "")), literals).strip('"')
+        for secret in hclutil.blocks(volume, "secret"):
+            if SECRET not in str(hclutil.attr(secret, "secret", "")):
+                errors.append(f"rules-file: {where}: volume {name!r} mounts {hclutil.attr(secret, 'secret')!r}; the rules file comes from a secret this configuration creates ({SECRET}NAME)")
+                continue
+            for item in hclutil.blocks(secret, "items"):
+                version = str(hclutil.attr(item, "version", ""))
+                if SECRET_VERSION not in version:
+                    errors.append(f"rules-file: {where}: volume {name!r} reads version {version!r}; pin the version Terraform writes ({SECRET_VERSION}NAME.version), so that a new rules file is a new revision and every instance reads the same rules")
+                item_path = substitute(str(hclutil.attr(item, "path", "")), literals).strip('"')
+                secret_items.setdefault(name, set()).add(item_path)
+    for container, env in configs:
+        value = substitute(str(hclutil.attr(env, "value", "")), literals)
+        paths = absolute_paths(value)
+        if len(paths) != 1:
+            errors.append(f"rules-file: {where}: PROMOTER_CONFIG = {hclutil.attr(env, 'value')!r} names {sorted(paths) or 'no'} absolute path(s); it must name the one rules file")
+            continue
+        (path,) = paths
+        files = set()
+        for mount in blocks_or_dynamic(container, "volume_mounts"):
+            name = substitute(str(hclutil.attr(mount, "name", "")), literals).strip('"')
+            mount_path = substitute(str(hclutil.attr(mount, "mount_path", "")), literals).strip('"').rstrip("/")
+            files.update(f"{mount_path}/{item}" for item in secret_items.get(name, ()))
+        if path not in files:
+            errors.append(f"rules-file: {where}: PROMOTER_CONFIG is {path}, but the container's secret volumes hold {sorted(files) or 'no file'}: the service would not start")
+    return errors
+
+
 def check_scheduler(where: str, body: dict) -> list[str]:
     errors = []
     targets = hclutil.blocks(body, "pubsub_target")
@@ -84,9 +275,23 @@ def check_scheduler(where: str, body: dict) -> list[str]:
     return errors
 
 
+def check_secret_grant(where: str, rtype: str, role: str, body: dict, terms: list[str]) -> list[str]:
+    errors = []
+    if role != SECRET_ACCESSOR:
+        errors.append(f"secrets: {where}: {role}: the service only reads its rules file; {SECRET_ACCESSOR} is the one Secret Manager role it needs")
+    secret = str(hclutil.attr(body, "secret_id", ""))
+    if rtype != "google_secret_manager_secret_iam_member" or SECRET not in secret:
+        errors.append(f"secrets: {where}: Secret Manager roles only on a secret this configuration creates (google_secret_manager_secret_iam_member, secret_id = {SECRET}NAME...), not {rtype} {secret or ''}".rstrip())
+    for term in terms:
+        if term != SERVICE_IDENTITY + "member":
+            errors.append(f"secrets: {where}: grants {role} to {term}; only the service's account ({SERVICE_IDENTITY}member) reads the rules file")
+    return errors
+
+
 def check_terraform(root: pathlib.Path) -> list[str]:
     errors: list[str] = []
     invoker_grants = 0
+    approver_grants = 0
     ack_deadlines: list[int] = []
     services = []
     local_values = locals_text(root)
@@ -124,14 +329,24 @@ def check_terraform(root: pathlib.Path) -> list[str]:
                     errors.append(f"state-repository: {where}: {AR_ADMIN} (create and delete repositories) is never needed; promoter's state needs {REPO_ADMIN} on its own repository")
                 elif rtype != "google_artifact_registry_repository_iam_member" or not repository.startswith("${" + STATE_REPOSITORY):
                     errors.append(f"state-repository: {where}: {REPO_ADMIN} may delete images; grant it only on the state repository this configuration creates ({STATE_REPOSITORY}NAME), never on a stage repository ({repository or 'no repository'})")
-            if role == "roles/run.invoker":
-                invoker_grants += 1
-                for member in members:
-                    if PUSH_IDENTITY not in member:
-                        errors.append(f"invoker: {where}: grants roles/run.invoker to {member}; only the push identity ({PUSH_IDENTITY.rstrip('.')}) may invoke the service")
-                if not members:
+            terms = members_of(body)
+            if role == INVOKER:
+                if not terms:
                     errors.append(f"invoker: {where}: roles/run.invoker grant without a member")
-            elif rtype.endswith("_iam_policy"):
+                if rtype not in SERVICE_IAM_TYPES:
+                    errors.append(f"invoker: {where}: roles/run.invoker only on the service ({', '.join(sorted(SERVICE_IAM_TYPES))}), not through {rtype}")
+                for term in terms:
+                    if PUSH_MEMBER.match(term):
+                        invoker_grants += 1
+                    elif from_approvers(term, body):
+                        approver_grants += 1
+                    else:
+                        errors.append(f"invoker: {where}: grants roles/run.invoker to {term}; only the push identity ({PUSH_IDENTITY.rstrip('.')}) and members from {APPROVERS} may invoke the service")
+            elif any(from_approvers(term, body) or APPROVERS in term for term in terms):
+                errors.append(f"invoker: {where}: grants {role} to {APPROVERS}; approvers need roles/run.invoker on the service and nothing else")
+            if str(role).startswith("roles/secretmanager."):
+                errors.extend(check_secret_grant(where, rtype, role, body, terms))
+            if rtype.endswith("_iam_policy"):
                 errors.append(f"invoker: {where}: authoritative IAM policies are not allowed here (they hide who holds run.invoker)")
 
         if rtype == "google_pubsub_subscription" and hclutil.blocks(body, "push_config"):
@@ -156,10 +371,20 @@ def check_terraform(root: pathlib.Path) -> list[str]:
         if rtype == "google_cloud_run_v2_service":
             services.append((where, body))
 
-    text = "\n".join(p.read_text(encoding="utf-8") for p in hclutil.tf_files(root))
-    for public in ("allUsers", "allAuthenticatedUsers"):
-        if re.search(rf'"{public}"', text):
-            errors.append(f"public: {public} appears in infra/: nothing here may be public")
+    tfvars = sorted(p for p in (root / "infra").rglob("*.tfvars*") if ".terraform" not in p.parts)
+    for path in list(hclutil.tf_files(root)) + tfvars:
+        text = path.read_text(encoding="utf-8")
+        for public in ("allUsers", "allAuthenticatedUsers"):
+            if re.search(rf'"{public}"', text):
+                errors.append(f"public: {public} appears in {path.relative_to(root)}: nothing here may be public")
+
+    if approver_grants:
+        approvers = variables(root).get("approvers")
+        checks = [hclutil.attr(v, "condition", "") for v in hclutil.blocks(approvers or {}, "validation")]
+        if approvers is None:
+            errors.append(f"invoker: roles/run.invoker goes to {APPROVERS}, but no module declares variable \"approvers\"")
+        elif not any(APPROVERS in str(c) and "regex(" in str(c) for c in checks):
+            errors.append(f"invoker: roles/run.invoker goes to {APPROVERS}: variable \"approvers\" needs a validation that admits only named members (a regex over each member: user:, group:, ...), so that nothing public is ever granted")
 
     if scheduler_jobs and not scheduler_grants:
         errors.append("scheduler: a Cloud Scheduler job publishes to the events topic, but no google_pubsub_topic_iam_member grants roles/pubsub.publisher there to the identity it publishes with (PROJECT_NUMBER@cloudservices.gserviceaccount.com)")
@@ -185,6 +410,7 @@ def check_terraform(root: pathlib.Path) -> list[str]:
             state = [e for e in hclutil.blocks(container, "env") if hclutil.attr(e, "name") == "PROMOTER_STATE_REPOSITORY"]
             if not state:
                 errors.append(f"state-repository: {where}: PROMOTER_STATE_REPOSITORY is not set: promoter would keep its state beside the first stage, where it may not delete")
+        errors.extend(check_rules_file(where, template, local_values))
     return errors
 
 
@@ -270,7 +496,7 @@ def main(argv: list[str]) -> int:
     if errors:
         print(f"policy: FAILED ({len(errors)} problem(s))")
         return 1
-    print("policy: iam-scope, public, invoker, push, cloud-run, dockerfile-user, skip-reasons, deploy, scheduler, state-repository: ok")
+    print("policy: iam-scope, public, invoker, push, cloud-run, dockerfile-user, skip-reasons, deploy, scheduler, state-repository, secrets, rules-file: ok")
     return 0
 
 

@@ -3,7 +3,7 @@
 
     static.py [ROOT] [--skip NAME[,NAME...]]
 
-NAME: hadolint, checkov, hcl, contract, policy. Exit 1 when any check fails.
+NAME: hadolint, checkov, hcl, contract, policy, logs, rules. Exit 1 when any check fails.
 Tools (hadolint, checkov) are taken from PATH; infra/checks/run puts them there.
 """
 
@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-CHECKS = ["hadolint", "checkov", "hcl", "contract", "policy"]
+CHECKS = ["hadolint", "checkov", "hcl", "contract", "policy", "logs", "rules"]
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -95,6 +95,8 @@ RUNNERS = {
     "hcl": script("hcl_parse.py"),
     "contract": script("contract.py"),
     "policy": script("policy.py"),
+    "logs": script("logs.py"),
+    "rules": script("rules_example.py"),
 }
 
 

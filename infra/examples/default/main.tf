@@ -2,6 +2,7 @@
 #
 #   cd infra/examples/default
 #   cp terraform.tfvars.example terraform.tfvars   # edit
+#   cp rules.yaml.example rules.yaml               # optional: a rules file (rules_file = "rules.yaml")
 #   terraform init && terraform apply
 
 terraform {
@@ -29,8 +30,14 @@ module "promoter" {
   prod_registry = var.prod_registry
   stage_paths   = var.stage_paths
 
-  subscribe_cloud_builds = var.subscribe_cloud_builds
-  reconcile_schedule     = var.reconcile_schedule
-  state_repository_id    = var.state_repository_id
-  labels                 = { app = "promoter" }
+  # The rules file, read from this directory (or an absolute path); "" keeps the embedded default.
+  rules_yaml = var.rules_file == "" ? "" : file(startswith(var.rules_file, "/") ? var.rules_file : "${path.module}/${var.rules_file}")
+  approvers  = var.approvers
+  ingress    = var.ingress
+
+  subscribe_cloud_builds      = var.subscribe_cloud_builds
+  reconcile_schedule          = var.reconcile_schedule
+  state_repository_id         = var.state_repository_id
+  alert_notification_channels = var.alert_notification_channels
+  labels                      = { app = "promoter" }
 }

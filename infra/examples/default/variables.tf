@@ -47,3 +47,27 @@ variable "state_repository_id" {
   type        = string
   default     = "promoter-state"
 }
+
+variable "rules_file" {
+  description = "Rules file to deploy (PROMOTER_CONFIG), relative to this directory or absolute, e.g. \"rules.yaml\" (start from rules.yaml.example); \"\" runs the embedded default pipeline."
+  type        = string
+  default     = ""
+}
+
+variable "approvers" {
+  description = "IAM members who may send approvals to the service (roles/run.invoker on it), e.g. [\"user:alice@acme.com\", \"group:sre@acme.com\"]."
+  type        = list(string)
+  default     = []
+}
+
+variable "ingress" {
+  description = "Cloud Run ingress; approvers outside the project's VPC networks need INGRESS_TRAFFIC_ALL."
+  type        = string
+  default     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+}
+
+variable "alert_notification_channels" {
+  description = "Notification channels (projects/P/notificationChannels/N) of the dead-letter backlog alert."
+  type        = list(string)
+  default     = []
+}

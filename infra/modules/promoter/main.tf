@@ -4,9 +4,13 @@
 #   google_service_account.promoter  runs the service; reads source-stage repositories, writes
 #                                    destination-stage repositories, administers its own state
 #                                    repository (repository-level bindings only), publishes to
-#                                    p2p-promotions (topic-level binding).
-#   google_service_account.push      signs the OIDC token of every push; the ONLY member of
-#                                    roles/run.invoker on the service (authoritative binding).
+#                                    p2p-promotions (topic-level binding), reads the rules file's
+#                                    secret when rules_yaml is set (secret-level binding).
+#   google_service_account.push      signs the OIDC token of every push; holds roles/run.invoker
+#                                    on the service (authoritative binding) ...
+#   var.approvers                    ... with the approvers and nobody else: people who send
+#                                    `approved` straight to the service (promoter accepts nothing
+#                                    else from an identity that is not the push identity).
 #   Pub/Sub service agent            publishes dead letters, acknowledges forwarded messages,
 #                                    mints the push identity's tokens.
 #   Monitoring notification agent    publishes alert incidents to p2p-events.
@@ -22,13 +26,35 @@ locals {
 
   prod_registry = coalesce(var.prod_registry, var.registry)
 
+  # The rules file (PROMOTER_CONFIG), when one is given: delivered as a Secret Manager secret
+  # mounted into the container at rules_path. Its stages and promotions decide the grants below.
+  rules            = var.rules_yaml != ""
+  rules_mount_path = "/etc/promoter"
+  rules_file_name  = "rules.yaml"
+  rules_path       = "${local.rules_mount_path}/${local.rules_file_name}"
+  rules_doc        = local.rules ? yamldecode(var.rules_yaml) : null
+  rules_promotions = try(local.rules_doc.promotions, [])
+
   # The embedded default pipeline of DESIGN.md section 5:
   #   fast-feedback -> extended-test -> prod
-  stages = {
+  default_stages = {
     "fast-feedback" = { registry = var.registry, path = var.stage_paths.fast_feedback, source = true, destination = false }
     "extended-test" = { registry = var.registry, path = var.stage_paths.extended_test, source = true, destination = true }
     "prod"          = { registry = local.prod_registry, path = var.stage_paths.prod, source = false, destination = true }
   }
+
+  # The rules file's stages: a stage is a source when a promotion leaves it, a destination when
+  # one enters it (a stage that is neither gets no grant).
+  rules_stages = {
+    for s in try(local.rules_doc.stages, []) : s.name => {
+      registry    = s.registry
+      path        = try(s.path, s.name)
+      source      = contains([for p in local.rules_promotions : p.from], s.name)
+      destination = contains([for p in local.rules_promotions : p.to], s.name)
+    }
+  }
+
+  stages = local.rules ? local.rules_stages : local.default_stages
 
   # Artifact Registry repository of each stage: {location, project, repository}.
   stage_repositories = {
@@ -69,7 +95,10 @@ locals {
 
   reconcile = var.reconcile_schedule != ""
 
-  apis = ["run.googleapis.com", "pubsub.googleapis.com", "artifactregistry.googleapis.com", "monitoring.googleapis.com", "iam.googleapis.com", "cloudscheduler.googleapis.com"]
+  apis = concat(
+    ["run.googleapis.com", "pubsub.googleapis.com", "artifactregistry.googleapis.com", "monitoring.googleapis.com", "logging.googleapis.com", "iam.googleapis.com", "cloudscheduler.googleapis.com"],
+    local.rules ? ["secretmanager.googleapis.com"] : [],
+  )
 }
 
 resource "google_project_service" "apis" {
@@ -221,6 +250,56 @@ resource "google_pubsub_topic_iam_member" "pubsub_agent_publishes_dead_letters" 
 }
 
 # ---------------------------------------------------------------------------------------------
+# The rules file (optional): a secret of its own, read by the service's account only
+# ---------------------------------------------------------------------------------------------
+
+# Secret Manager is the store Cloud Run mounts as a file. The rules file is configuration, not a
+# credential: it is kept here so that the service reads it as a file, from a version that
+# Terraform pins in the revision (a new rules file is a new revision, rolled out like an image).
+# Encryption: Google-managed (no customer_managed_encryption in replication). The rules file holds
+# stage names, registry paths, signal names and approvers' email patterns, no credential, as for
+# the topics and the state repository (checkov 3.3.30 has no Secret Manager CMEK check to skip).
+resource "google_secret_manager_secret" "rules" {
+  count = local.rules ? 1 : 0
+
+  project   = var.project_id
+  secret_id = "${var.service_name}-rules"
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# A new content replaces the version (secret_data forces a new one). The new version exists
+# before the revision that reads it, and the old one is left in place (ABANDON), so the revision
+# still running, and any earlier revision traffic is moved back to, can still start. The secret,
+# with every version, goes when the module is destroyed.
+resource "google_secret_manager_secret_version" "rules" {
+  count = local.rules ? 1 : 0
+
+  secret          = google_secret_manager_secret.rules[0].id
+  secret_data     = var.rules_yaml
+  deletion_policy = "ABANDON"
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+# On this one secret, for the service's account only (never at project level).
+resource "google_secret_manager_secret_iam_member" "promoter_reads_rules" {
+  count = local.rules ? 1 : 0
+
+  project   = google_secret_manager_secret.rules[0].project
+  secret_id = google_secret_manager_secret.rules[0].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.promoter.member
+}
+
+# ---------------------------------------------------------------------------------------------
 # Cloud Run service
 # ---------------------------------------------------------------------------------------------
 
@@ -243,6 +322,22 @@ resource "google_cloud_run_v2_service" "promoter" {
     scaling {
       min_instance_count = 0
       max_instance_count = var.max_instances
+    }
+
+    # The rules file, as rules_path (PROMOTER_CONFIG), from the version this apply wrote.
+    dynamic "volumes" {
+      for_each = local.rules ? ["rules"] : []
+      content {
+        name = "rules"
+        secret {
+          secret       = google_secret_manager_secret.rules[0].secret_id
+          default_mode = 292 # 0444: the container runs as a non-root user
+          items {
+            version = google_secret_manager_secret_version.rules[0].version
+            path    = local.rules_file_name
+          }
+        }
+      }
     }
 
     containers {
@@ -303,6 +398,20 @@ resource "google_cloud_run_v2_service" "promoter" {
         name  = "PROMOTER_STATE_REPOSITORY"
         value = local.state_repository
       }
+      # The rules file; "" (what the binary reads as unset) runs the embedded default pipeline
+      # from REGISTRY, PROD_REGISTRY and *_PATH above, which a rules file replaces.
+      env {
+        name  = "PROMOTER_CONFIG"
+        value = local.rules ? local.rules_path : ""
+      }
+
+      dynamic "volume_mounts" {
+        for_each = local.rules ? ["rules"] : []
+        content {
+          name       = "rules"
+          mount_path = local.rules_mount_path
+        }
+      }
 
       startup_probe {
         http_get {
@@ -335,16 +444,30 @@ resource "google_cloud_run_v2_service" "promoter" {
     google_artifact_registry_repository_iam_member.destination_writer,
     google_artifact_registry_repository_iam_member.state_admin,
     google_pubsub_topic_iam_member.promoter_publishes_promotions,
+    # Cloud Run checks at deployment that the service's account can read the mounted secret.
+    google_secret_manager_secret_iam_member.promoter_reads_rules,
   ]
 }
 
-# The push identity, and nobody else, may invoke the service (authoritative for this role).
+# The push identity and the approvers, and nobody else, may invoke the service (authoritative
+# for this role). promoter answers an identity that is not the push identity only for a direct
+# `approved`, and counts it only when the rules name the approver (promotion `approvers`).
 resource "google_cloud_run_v2_service_iam_binding" "invoker" {
   project  = google_cloud_run_v2_service.promoter.project
   location = google_cloud_run_v2_service.promoter.location
   name     = google_cloud_run_v2_service.promoter.name
   role     = "roles/run.invoker"
-  members  = [google_service_account.push.member]
+  members  = concat([google_service_account.push.member], var.approvers)
+}
+
+# Approvers call the service from their own machines: with internal-only ingress Cloud Run
+# refuses them before IAM is consulted. A warning, not an error: approving from inside the VPC
+# (or through a load balancer) is possible.
+check "approvers_can_reach_the_service" {
+  assert {
+    condition     = length(var.approvers) == 0 || var.ingress != "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    error_message = "approvers are set, but ingress is INGRESS_TRAFFIC_INTERNAL_ONLY: `promoter approve` from outside the project's VPC networks is refused by Cloud Run ingress. Set ingress = \"INGRESS_TRAFFIC_ALL\" (run.invoker still decides who may call) or approve from inside the VPC."
+  }
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 output "service_url" {
-  description = "URL of the Cloud Run service (IAM-authenticated; only the push identity may invoke it)."
+  description = "URL of the Cloud Run service (IAM-authenticated; only the push identity and the approvers may invoke it)."
   value       = google_cloud_run_v2_service.promoter.uri
 }
 
@@ -14,12 +14,12 @@ output "service_account_email" {
 }
 
 output "push_service_account_email" {
-  description = "Identity that signs Pub/Sub pushes; the only run.invoker of the service."
+  description = "Identity that signs Pub/Sub pushes; with the approvers, the only run.invoker of the service."
   value       = google_service_account.push.email
 }
 
 output "push_audience" {
-  description = "Audience of the push OIDC token (PROMOTER_PUSH_AUDIENCE)."
+  description = "Audience of the push OIDC token (PROMOTER_PUSH_AUDIENCE); an approver's ID token needs it too (promoter approve --audience)."
   value       = local.push_audience
 }
 
@@ -61,4 +61,32 @@ output "state_repository" {
 output "reconcile_job" {
   description = "Cloud Scheduler job that publishes reconcile to the events topic (null when reconcile_schedule is \"\")."
   value       = one(google_cloud_scheduler_job.reconcile[*].id)
+}
+
+output "rules_secret" {
+  description = "Secret Manager secret holding the rules file mounted at rules_path (null without rules_yaml)."
+  value       = one(google_secret_manager_secret.rules[*].id)
+}
+
+output "rules_path" {
+  description = "Where the service reads its rules file (PROMOTER_CONFIG; null without rules_yaml)."
+  value       = local.rules ? local.rules_path : null
+}
+
+output "log_metrics" {
+  description = "Log-based metric types: promotions (by from_stage, to_stage) and decisions (by decision)."
+  value = {
+    promotions = "logging.googleapis.com/user/${google_logging_metric.promotions.name}"
+    decisions  = "logging.googleapis.com/user/${google_logging_metric.decisions.name}"
+  }
+}
+
+output "dead_letter_alert_policy" {
+  description = "Alert policy that opens an incident while the dead-letter subscription holds messages."
+  value       = google_monitoring_alert_policy.dead_letters.name
+}
+
+output "dashboard" {
+  description = "Cloud Monitoring dashboard of promotions, decisions and dead letters."
+  value       = google_monitoring_dashboard.promoter.id
 }

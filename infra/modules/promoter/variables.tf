@@ -57,6 +57,62 @@ variable "stage_paths" {
   default = {}
 }
 
+variable "rules_yaml" {
+  description = <<-EOT
+    Content of a rules file (YAML: stages, promotions, images, signals, freezes, cloud_build), e.g.
+    file("rules.yaml"). Stored as a Secret Manager secret that only the service's account may read,
+    mounted at /etc/promoter/rules.yaml and named by PROMOTER_CONFIG; its stages and promotions
+    decide the repository grants (reader on repositories only promoted from, writer on those
+    promoted into). "" (the default) runs the embedded default pipeline built from registry,
+    prod_registry and stage_paths, as before.
+  EOT
+  type        = string
+  default     = ""
+  nullable    = false
+
+  validation {
+    condition     = length(var.rules_yaml) <= 65536
+    error_message = "rules_yaml is larger than 64 KiB, the most a Secret Manager secret version holds."
+  }
+
+  validation {
+    condition = var.rules_yaml == "" || alltrue([
+      for s in try(yamldecode(var.rules_yaml).stages, [{}]) :
+      can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[^/]+/[^/]+(/.*)?$", s.registry)) && can(s.name)
+    ])
+    error_message = "rules_yaml must be YAML whose stages each have a name and a registry that is an Artifact Registry path LOCATION-docker.pkg.dev/PROJECT/REPOSITORY[/prefix] (the module grants access per repository)."
+  }
+}
+
+variable "approvers" {
+  description = <<-EOT
+    IAM members who may invoke the service to approve a digest (`promoter approve IMAGE --service URL`),
+    e.g. ["user:alice@acme.com", "group:sre@acme.com"]. They get roles/run.invoker on the service only,
+    beside the push identity. promoter accepts nothing but a direct `approved` from them, and counts it
+    only when the verified email matches the promotion's approvers in the rules file.
+  EOT
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for m in var.approvers : can(regex("^(user|group|serviceAccount|domain):[^\\s:]+$", m))])
+    error_message = "approvers must be IAM members of the form user:EMAIL, group:EMAIL, serviceAccount:EMAIL or domain:DOMAIN; nothing public."
+  }
+}
+
+variable "alert_notification_channels" {
+  description = <<-EOT
+    Cloud Monitoring notification channels (ids, projects/P/notificationChannels/N) of the dead-letter
+    backlog alert, e.g. an e-mail or chat channel of the team. [] creates the alert without notifying
+    anyone (it still shows as an incident). Never the p2p-events channel: promoter would read the
+    incident as an alert event.
+  EOT
+  type        = list(string)
+  default     = []
+  nullable    = false
+}
+
 variable "events_topic_name" {
   description = "Topic that carries inbound events (test-passed, soak-complete, alert-firing, ...)."
   type        = string
@@ -162,7 +218,7 @@ variable "state_repository_id" {
 }
 
 variable "enable_apis" {
-  description = "Enable the APIs the module uses (run, pubsub, artifactregistry, monitoring, iam, cloudscheduler)."
+  description = "Enable the APIs the module uses (run, pubsub, artifactregistry, monitoring, logging, iam, cloudscheduler; secretmanager when rules_yaml is set)."
   type        = bool
   default     = true
 }
