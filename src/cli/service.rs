@@ -52,6 +52,7 @@ pub async fn build_service() -> anyhow::Result<Service> {
         None => None,
     };
     let state = state_repository(&pipeline)?;
+    let attester = attester(&pipeline)?;
     Ok(Service::new(
         pipeline,
         transport,
@@ -59,7 +60,38 @@ pub async fn build_service() -> anyhow::Result<Service> {
         publisher,
         publish::event_source(),
         state,
-    ))
+    )
+    .with_attester(attester))
+}
+
+/// The attester `PROMOTER_ATTESTATION_KEY` asks for, read once here: a bad value, or a local
+/// key that does not parse, stops start-up naming the variable. The policy it attests to is
+/// the effective pipeline — exactly what `promoter rules check` prints, so anyone can recompute
+/// its digest.
+fn attester(pipeline: &Pipeline) -> anyhow::Result<Option<crate::attest::Attester>> {
+    use sha2::Digest as _;
+    let settings =
+        crate::attest::Settings::from_env().map_err(|problem| anyhow::anyhow!(problem))?;
+    let uri = match var(config::PROMOTER_CONFIG) {
+        Some(path) => {
+            let path = std::path::Path::new(&path);
+            let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            format!("file://{}", absolute.display())
+        }
+        None => "promoter:embedded-default-pipeline".to_owned(),
+    };
+    let policy = crate::attest::Policy {
+        uri,
+        sha256: hex::encode(sha2::Sha256::digest(pipeline.describe().as_bytes())),
+    };
+    crate::attest::Attester::from_settings(&settings, publish::event_source(), policy).with_context(
+        || {
+            format!(
+                "{} (the promotion attestation key)",
+                config::PROMOTER_ATTESTATION_KEY
+            )
+        },
+    )
 }
 
 /// `PROMOTER_STATE_REPOSITORY`, else `{first stage's registry}/promoter-state`.

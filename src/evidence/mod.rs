@@ -123,6 +123,9 @@ pub struct PromotionRecord {
     pub evidence: Vec<crate::publish::EvidenceRecord>,
     pub identity: String,
     pub time: DateTime<Utc>,
+    /// The promotion attestation written with it (DESIGN.md §10), when the service had a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attest::Attestation>,
 }
 
 /// When a digest arrived in a stage, as far as promoter knows: the moment it promoted the digest
