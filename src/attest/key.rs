@@ -212,7 +212,7 @@ struct LocalKey {
 /// A key that signs attestations.
 pub enum AttestationKey {
     Local(Box<LocalKeyHolder>),
-    Kms(Kms),
+    Kms(Box<Kms>),
 }
 
 /// A local key, boxed: the secret scalar never leaves it, and Debug never shows it.
@@ -238,7 +238,10 @@ impl AttestationKey {
     /// start-up); a KMS key's public key is fetched on first use.
     pub fn load(spec: &KeySpec, kms_endpoint: &str) -> Result<AttestationKey, AttestError> {
         match spec {
-            KeySpec::Kms(name) => Ok(AttestationKey::Kms(Kms::new(name.clone(), kms_endpoint)?)),
+            KeySpec::Kms(name) => Ok(AttestationKey::Kms(Box::new(Kms::new(
+                name.clone(),
+                kms_endpoint,
+            )?))),
             KeySpec::Pem(path) => {
                 let text = read_pem(path)?;
                 let key = signing_key_from_pem(&text).map_err(|cause| AttestError::Key {

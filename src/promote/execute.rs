@@ -471,7 +471,7 @@ impl Service {
         };
         let failed = |source| PromoteError::Attest {
             image: destination.to_string(),
-            source,
+            source: Box::new(source),
         };
         let inputs = self
             .input_attestations(job, plan, found, satisfied_by)

@@ -326,7 +326,7 @@ pub enum PromoteError {
     #[error("{image} was copied, but attesting the promotion failed: {source}")]
     Attest {
         image: String,
-        source: crate::attest::AttestError,
+        source: Box<crate::attest::AttestError>,
     },
     /// Publishing a `promotion-rejected` failed.
     #[error("publishing to {topic}: {source}")]

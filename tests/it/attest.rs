@@ -636,6 +636,9 @@ async fn promotions_are_attested_verified_by_others_and_refused_when_wrong() {
     );
 }
 
+/// One request to the fake Google APIs: method, path below `/v1/`, bearer token, JSON body.
+type Asked = (String, String, Option<String>, Value);
+
 /// Cloud KMS, Binary Authorization and Container Analysis, faked at the network boundary: one
 /// HTTP server answering their REST paths (`/v1/...`) exactly as the APIs shape them. KMS signs
 /// with a real ECDSA P-256 key the test holds.
@@ -645,7 +648,7 @@ struct GoogleApis {
     key_version: String,
     /// `asymmetricSign` calls still to answer 503 (a KMS outage).
     failures: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<(String, String, Option<String>, Value)>>>,
+    seen: Arc<Mutex<Vec<Asked>>>,
 }
 
 impl GoogleApis {
@@ -673,7 +676,7 @@ impl GoogleApis {
     }
 
     /// What was asked: (method, path, bearer token, JSON body).
-    fn seen(&self, path_suffix: &str) -> Vec<(String, String, Option<String>, Value)> {
+    fn seen(&self, path_suffix: &str) -> Vec<Asked> {
         self.seen
             .lock()
             .expect("lock")
