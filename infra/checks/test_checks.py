@@ -28,12 +28,15 @@ DEPLOYED_NAMES = [
     "EXTENDED_TEST_PATH",
     "PROD_PATH",
     "PROMOTER_STATE_REPOSITORY",
+    "PROMOTER_ATTESTATION_KEY",
+    "PROMOTER_BINAUTHZ_ATTESTOR",
     "SOURCE_REGISTRY",
     "SOURCE_STAGE",
     "DEST_STAGE",
 ]
 
 MODULE = "infra/modules/promoter/main.tf"
+ATTESTATION = "infra/modules/promoter/attestation.tf"
 
 
 def copy_tree(dest: pathlib.Path, real_src: bool) -> pathlib.Path:
@@ -369,3 +372,53 @@ def test_deploy_by_tag_fails(tree):
 def test_unparsable_terraform_fails(tree):
     append(tree, MODULE, '\nresource "google_pubsub_topic" "broken" {\n  name = \n')
     fails(tree, "hcl", "does not parse")
+
+
+# ---- attestations: the key, its grants, the attestor, the one project-level exception ---------
+
+def test_occurrences_editor_for_another_member_fails(tree):
+    mutate(tree, ATTESTATION, """  role    = "roles/containeranalysis.occurrences.editor"
+  member  = google_service_account.promoter.member""", """  role    = "roles/containeranalysis.occurrences.editor"
+  member  = google_service_account.push.member""")
+    fails(tree, "policy", "google_project_iam_member.promoter_creates_occurrences")
+
+
+def test_a_wider_project_role_for_occurrences_fails(tree):
+    mutate(tree, ATTESTATION, '"roles/containeranalysis.occurrences.editor"', '"roles/containeranalysis.admin"')
+    fails(tree, "policy", "iam-scope")
+
+
+def test_kms_admin_on_the_key_fails(tree):
+    mutate(tree, ATTESTATION, '"roles/cloudkms.signer"', '"roles/cloudkms.admin"')
+    fails(tree, "policy", "attestation")
+
+
+def test_kms_role_on_the_key_ring_fails(tree):
+    append(tree, ATTESTATION, """
+resource "google_kms_key_ring_iam_member" "widened" {
+  key_ring_id = google_kms_key_ring.attestations[0].id
+  role        = "roles/cloudkms.signer"
+  member      = google_service_account.promoter.member
+}
+""")
+    assert check(tree, "hcl")[0] == 0
+    fails(tree, "policy", "google_kms_key_ring_iam_member.widened")
+
+
+def test_signing_for_the_push_identity_fails(tree):
+    mutate(tree, ATTESTATION, """  role          = "roles/cloudkms.signer" # cloudkms.cryptoKeyVersions.useToSign
+  member        = google_service_account.promoter.member""", """  role          = "roles/cloudkms.signer" # cloudkms.cryptoKeyVersions.useToSign
+  member        = google_service_account.push.member""")
+    fails(tree, "policy", "only the service account")
+
+
+def test_an_attestation_key_of_another_algorithm_fails(tree):
+    mutate(tree, ATTESTATION, '"EC_SIGN_P256_SHA256"\n', '"RSA_SIGN_PSS_2048_SHA256"\n')
+    fails(tree, "policy", "EC_SIGN_P256_SHA256")
+
+
+def test_attestor_editor_for_deployers_fails(tree):
+    mutate(tree, ATTESTATION, """  role     = "roles/binaryauthorization.attestorsViewer"
+  member   = each.value""", """  role     = "roles/binaryauthorization.attestorsEditor"
+  member   = each.value""")
+    fails(tree, "policy", "attestorsEditor")
