@@ -176,6 +176,8 @@ pub struct Attester {
     verifier_id: String,
     policy: Policy,
     binauthz: Option<BinAuthz>,
+    /// The stages whose promotions get a Binary Authorization occurrence: the end of the path.
+    binauthz_stages: Vec<String>,
 }
 
 impl std::fmt::Debug for Attester {
@@ -219,7 +221,19 @@ impl Attester {
             verifier_id,
             policy,
             binauthz,
+            binauthz_stages: Vec::new(),
         }))
+    }
+
+    /// Which stages' promotions also get a Binary Authorization attestation. Binary
+    /// Authorization admits an image by its digest wherever it is stored, so an occurrence for a
+    /// promotion into extended-test would admit the same digest in prod: only promotions into
+    /// the stages where the path ends (prod) get one.
+    pub fn with_binauthz_stages(self, stages: Vec<String>) -> Attester {
+        Attester {
+            binauthz_stages: stages,
+            ..self
+        }
     }
 
     pub fn key_id(&self) -> String {
@@ -317,12 +331,14 @@ impl Attester {
                 // The occurrence goes first: an attestation layer in the registry then always
                 // has its occurrence, so finding the layer later means nothing is missing.
                 let occurrence = match &self.binauthz {
-                    Some(binauthz) => Some(
-                        binauthz
-                            .attest(&self.key, subject.repository, subject.digest)
-                            .await?,
-                    ),
-                    None => None,
+                    Some(binauthz) if self.binauthz_stages.iter().any(|s| s == subject.stage) => {
+                        Some(
+                            binauthz
+                                .attest(&self.key, subject.repository, subject.digest)
+                                .await?,
+                        )
+                    }
+                    _ => None,
                 };
                 let digest = Digest::sha256_of(&envelope);
                 ours = Some((envelope, digest, occurrence));

@@ -84,14 +84,27 @@ fn attester(pipeline: &Pipeline) -> anyhow::Result<Option<crate::attest::Atteste
         uri,
         sha256: hex::encode(sha2::Sha256::digest(pipeline.describe().as_bytes())),
     };
-    crate::attest::Attester::from_settings(&settings, publish::event_source(), policy).with_context(
-        || {
-            format!(
-                "{} (the promotion attestation key)",
-                config::PROMOTER_ATTESTATION_KEY
-            )
-        },
-    )
+    // Binary Authorization attests where the path ends: the stages no promotion leaves.
+    let last_stages: Vec<String> = pipeline
+        .stages()
+        .iter()
+        .filter(|stage| {
+            pipeline
+                .promotions_from(stage.name().as_str())
+                .next()
+                .is_none()
+        })
+        .map(|stage| stage.name().to_string())
+        .collect();
+    let attester =
+        crate::attest::Attester::from_settings(&settings, publish::event_source(), policy)
+            .with_context(|| {
+                format!(
+                    "{} (the promotion attestation key)",
+                    config::PROMOTER_ATTESTATION_KEY
+                )
+            })?;
+    Ok(attester.map(|attester| attester.with_binauthz_stages(last_stages)))
 }
 
 /// `PROMOTER_STATE_REPOSITORY`, else `{first stage's registry}/promoter-state`.

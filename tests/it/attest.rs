@@ -1078,3 +1078,36 @@ async fn two_instances_attest_at_once_and_no_attestation_is_lost() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_bad_attestation_key_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_a_key = dir.path().join("not-a-key.pem");
+    std::fs::write(
+        &not_a_key,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .expect("write");
+    for (value, cause) in [
+        (
+            "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k".to_owned(),
+            "is not a Cloud KMS key version",
+        ),
+        (not_a_key.display().to_string(), "not-a-key.pem"),
+    ] {
+        let output = Promoter::new()
+            .env("REGISTRY", "127.0.0.1:1")
+            .env("PROMOTER_PUSH_AUTH", "none")
+            .env("PORT", "0")
+            .env("PROMOTER_ATTESTATION_KEY", &value)
+            .run(&["serve"])
+            .await;
+        assert!(!output.status.success(), "{value}: served");
+        let why = stderr(&output);
+        assert!(
+            why.contains("PROMOTER_ATTESTATION_KEY") && why.contains(cause),
+            "{value}: {why}"
+        );
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("\"serving\""));
+    }
+}
