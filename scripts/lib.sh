@@ -40,3 +40,21 @@ ensure_browser_driver() {
     (cd tests/browser && npm ci --no-audit --no-fund --silent)
   fi
 }
+
+# Python verifiers written by others, for the attestation tests: securesystemslib's DSSE
+# verification with pyca/cryptography, in a virtual environment of their own (reused while it
+# holds exactly these versions), as infra/checks/run installs its tools. Exports
+# PROMOTER_DSSE_PYTHON, the interpreter the tests run the verifier with.
+verifier_requirements="securesystemslib==1.6.0 cryptography==50.0.2"
+ensure_python_verifiers() {
+  local dir="${PROMOTER_TEST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/promoter-test-tools}/verifiers"
+  if [[ ! -x "$dir/bin/python" || ! -f "$dir/.requirements" || "$(cat "$dir/.requirements")" != "$verifier_requirements" ]]; then
+    echo "installing $verifier_requirements into $dir" >&2
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    # shellcheck disable=SC2086
+    "$dir/bin/pip" install --quiet --disable-pip-version-check $verifier_requirements >&2
+    echo "$verifier_requirements" > "$dir/.requirements"
+  fi
+  export PROMOTER_DSSE_PYTHON="$dir/bin/python"
+}

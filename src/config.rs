@@ -43,6 +43,19 @@ pub const PROMOTER_STATE_REPOSITORY: &str = "PROMOTER_STATE_REPOSITORY";
 /// How long `promoter serve` waits for a request's headers, and then for its body, before it
 /// gives up on the connection (a duration: `10s`). Default 10 s.
 pub const PROMOTER_READ_TIMEOUT: &str = "PROMOTER_READ_TIMEOUT";
+/// The key that signs promotion attestations (DESIGN.md §10): a Cloud KMS key version,
+/// `gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`, or the path of
+/// a PEM PKCS#8 ECDSA P-256 private key. Unset: no attestations.
+pub const PROMOTER_ATTESTATION_KEY: &str = "PROMOTER_ATTESTATION_KEY";
+/// `projects/P/attestors/A`: also create a Binary Authorization attestation for that attestor,
+/// signed with the same (Cloud KMS) key.
+pub const PROMOTER_BINAUTHZ_ATTESTOR: &str = "PROMOTER_BINAUTHZ_ATTESTOR";
+/// Test and emulator settings: where the Cloud KMS, Container Analysis and Binary Authorization
+/// REST APIs are (default Google's `https://cloudkms.googleapis.com`,
+/// `https://containeranalysis.googleapis.com`, `https://binaryauthorization.googleapis.com`).
+pub const PROMOTER_KMS_ENDPOINT: &str = "PROMOTER_KMS_ENDPOINT";
+pub const PROMOTER_CONTAINER_ANALYSIS_ENDPOINT: &str = "PROMOTER_CONTAINER_ANALYSIS_ENDPOINT";
+pub const PROMOTER_BINAUTHZ_ENDPOINT: &str = "PROMOTER_BINAUTHZ_ENDPOINT";
 /// An OIDC ID token for `promoter approve` to present (else Application Default Credentials).
 pub const PROMOTER_ID_TOKEN: &str = "PROMOTER_ID_TOKEN";
 /// Set by Cloud Run: the service's name, used as the source of outbound events.

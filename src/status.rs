@@ -48,6 +48,19 @@ pub struct StageStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entered_at: Option<DateTime<Utc>>,
     pub signals: Vec<SignalStatus>,
+    /// promoter's attestations of the promotion into this stage, as the stage's `.att` tag
+    /// lists them (by key id; `promoter verify` checks their signatures).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttestationStatus {
+    /// The key id: a Cloud KMS key version, or `sha256:<hex>` of a local key's SPKI DER.
+    pub key: String,
+    /// The digest of the attestation's envelope (its layer under `tag`).
+    pub envelope: String,
+    pub tag: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,6 +193,7 @@ pub async fn status(service: &Service, image: &str) -> Result<StatusReport, Stat
             holds_digest,
             entered_at: None,
             signals: Vec::new(),
+            attestations: Vec::new(),
         };
         if !holds_digest {
             for promotion in &promotions {
@@ -235,6 +249,7 @@ pub async fn status(service: &Service, image: &str) -> Result<StatusReport, Stat
             }
         }
         stage.signals.sort_by_key(|s| s.time);
+        stage.attestations = attestations(job.client(&place.repository)?, place, &digest).await?;
         for promotion_plan in &plan.promotions {
             let promotion = promotion_plan.promotion;
             let in_destination = places
@@ -308,6 +323,28 @@ pub async fn status(service: &Service, image: &str) -> Result<StatusReport, Stat
     })
 }
 
+/// promoter's attestations of `digest`'s promotion into `place`'s stage.
+async fn attestations(
+    client: &crate::registry::RegistryClient,
+    place: &Place,
+    digest: &Digest,
+) -> Result<Vec<AttestationStatus>, StatusError> {
+    let tag = crate::attest::cosign::tag(digest);
+    let Some(manifest) = client.get_manifest(&place.repository, tag.as_str()).await? else {
+        return Ok(Vec::new());
+    };
+    let layers = crate::attest::cosign::layers(&manifest).unwrap_or_default();
+    Ok(crate::attest::cosign::promoter_layers(&layers)
+        .into_iter()
+        .filter(|l| l.stage == place.stage.as_str())
+        .map(|l| AttestationStatus {
+            key: l.key,
+            envelope: l.digest.to_string(),
+            tag: tag.to_string(),
+        })
+        .collect())
+}
+
 fn gate(
     promotion: &Promotion,
     state: &str,
@@ -365,6 +402,18 @@ impl StatusReport {
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     signal.event_id
                 );
+            }
+        }
+        if self.stages.iter().any(|s| !s.attestations.is_empty()) {
+            let _ = writeln!(out, "\n{:<16} {:<73} KEY", "STAGE", "ATTESTED (ENVELOPE)");
+            for stage in &self.stages {
+                for attestation in &stage.attestations {
+                    let _ = writeln!(
+                        out,
+                        "{:<16} {:<73} {}",
+                        stage.stage, attestation.envelope, attestation.key
+                    );
+                }
             }
         }
         let _ = writeln!(out, "\n{:<32} {:<13} MISSING / DETAIL", "GATE", "STATE");

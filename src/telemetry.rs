@@ -9,12 +9,21 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// Where the log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTo {
+    /// A long-running process (`serve`, `pull`): stdout, which Cloud Run collects.
+    Stdout,
+    /// A command whose answer is its stdout (`reconcile`): the lines stay out of the answer.
+    Stderr,
+}
+
 /// Installs the Cloud Logging JSON subscriber for the service. `project` names the Google Cloud
 /// project for trace correlation (`projects/P/traces/T`).
-pub fn init_service_logging(project: Option<String>) {
+pub fn init_service_logging(project: Option<String>, to: LogTo) {
     let filter =
         EnvFilter::try_from_env(crate::config::RUST_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = TraceLiftingWriter { project };
+    let writer = TraceLiftingWriter { project, to };
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_stackdriver::layer().with_writer(writer))
@@ -46,6 +55,7 @@ pub fn trace_id(headers: &http::HeaderMap) -> Option<String> {
 #[derive(Clone)]
 struct TraceLiftingWriter {
     project: Option<String>,
+    to: LogTo,
 }
 
 impl<'a> MakeWriter<'a> for TraceLiftingWriter {
@@ -53,6 +63,7 @@ impl<'a> MakeWriter<'a> for TraceLiftingWriter {
     fn make_writer(&'a self) -> Self::Writer {
         LineWriter {
             project: self.project.clone(),
+            to: self.to,
             buffer: Vec::new(),
         }
     }
@@ -60,6 +71,7 @@ impl<'a> MakeWriter<'a> for TraceLiftingWriter {
 
 struct LineWriter {
     project: Option<String>,
+    to: LogTo,
     buffer: Vec<u8>,
 }
 
@@ -77,9 +89,17 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         let line = lift_trace(&self.buffer, self.project.as_deref())
             .unwrap_or_else(|| self.buffer.clone());
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&line);
-        let _ = stdout.flush();
+        // Each line in one write, under the stream's lock, so concurrent lines never interleave.
+        match self.to {
+            LogTo::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&line);
+                let _ = stdout.flush();
+            }
+            LogTo::Stderr => {
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+        }
     }
 }
 

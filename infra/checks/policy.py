@@ -29,6 +29,13 @@
                    attribute is ce-type; the identity Cloud Scheduler publishes with (the Google
                    APIs service agent, PROJECT_NUMBER@cloudservices) holds roles/pubsub.publisher
                    on that topic, and nothing else anywhere.
+  attestation      the attestation key is an ASYMMETRIC_SIGN key of EC_SIGN_P256_SHA256 (the one
+                   algorithm promoter signs with); Cloud KMS roles only on that key
+                   (google_kms_crypto_key_iam_member), only roles/cloudkms.signer,
+                   roles/cloudkms.publicKeyViewer or roles/cloudkms.signerVerifier, only for the
+                   service account; the attestor only ever grants attestorsViewer; the one
+                   project-level grant allowed anywhere is roles/containeranalysis.occurrences.editor
+                   to the service account (occurrences have no IAM of their own).
   state-repository roles/artifactregistry.repoAdmin (promoter deletes obsolete index entries) only
                    on a repository this configuration creates for promoter's state, never on a
                    stage repository; roles/artifactregistry.admin nowhere; the service is told
@@ -67,6 +74,13 @@ SECRET = "google_secret_manager_secret."
 SECRET_VERSION = "google_secret_manager_secret_version."
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
 REPO_ADMIN = "roles/artifactregistry.repoAdmin"
+SERVICE_ACCOUNT = "google_service_account.promoter."
+KMS_IAM = re.compile(r"^google_kms_.*_iam_")
+KMS_ROLES = {"roles/cloudkms.signer", "roles/cloudkms.publicKeyViewer", "roles/cloudkms.signerVerifier"}
+ATTESTOR_IAM = re.compile(r"^google_binary_authorization_attestor_iam_")
+# Creating a Container Analysis occurrence needs containeranalysis.occurrences.create on the
+# project that holds it: occurrences have no resource-level IAM.
+OCCURRENCES_ROLE = "roles/containeranalysis.occurrences.editor"
 AR_ADMIN = "roles/artifactregistry.admin"
 
 
@@ -306,7 +320,29 @@ def check_terraform(root: pathlib.Path) -> list[str]:
             errors.extend(check_scheduler(where, body))
 
         if BROAD_IAM.match(rtype):
-            errors.append(f"iam-scope: {where}: project/folder/organisation-level IAM is forbidden; grant on the repository, topic or service instead")
+            member = str(hclutil.attr(body, "member", ""))
+            occurrences = (rtype == "google_project_iam_member" and hclutil.attr(body, "role") == OCCURRENCES_ROLE
+                           and SERVICE_ACCOUNT in member)
+            if not occurrences:
+                errors.append(f"iam-scope: {where}: project/folder/organisation-level IAM is forbidden; grant on the repository, topic or service instead (the one exception: {OCCURRENCES_ROLE} to the service account, for Binary Authorization occurrences)")
+
+        if KMS_IAM.match(rtype):
+            role = hclutil.attr(body, "role")
+            member = str(hclutil.attr(body, "member", hclutil.attr(body, "members", "")))
+            if rtype != "google_kms_crypto_key_iam_member":
+                errors.append(f"attestation: {where}: Cloud KMS roles go on the attestation key itself (google_kms_crypto_key_iam_member), never on a key ring or project")
+            if role not in KMS_ROLES:
+                errors.append(f"attestation: {where}: grants {role}; promoter needs only {', '.join(sorted(KMS_ROLES))} (sign, read the public key)")
+            if SERVICE_ACCOUNT not in member:
+                errors.append(f"attestation: {where}: grants {role} to {member}; only the service account ({SERVICE_ACCOUNT.rstrip('.')}) signs attestations")
+
+        if ATTESTOR_IAM.match(rtype) and hclutil.attr(body, "role") != "roles/binaryauthorization.attestorsViewer":
+            errors.append(f"attestation: {where}: grants {hclutil.attr(body, 'role')} on the attestor; only roles/binaryauthorization.attestorsViewer is needed (who may change the attestor may admit any image)")
+
+        if rtype == "google_kms_crypto_key":
+            template = (hclutil.blocks(body, "version_template") or [{}])[0]
+            if hclutil.attr(body, "purpose") != "ASYMMETRIC_SIGN" or hclutil.attr(template, "algorithm") != "EC_SIGN_P256_SHA256":
+                errors.append(f"attestation: {where}: the attestation key must be purpose ASYMMETRIC_SIGN with version_template.algorithm EC_SIGN_P256_SHA256 (promoter signs ECDSA P-256 SHA-256 only), is {hclutil.attr(body, 'purpose')!r} / {hclutil.attr(template, 'algorithm')!r}")
 
         if IAM_RESOURCE.search(rtype):
             role = hclutil.attr(body, "role")
@@ -496,7 +532,7 @@ def main(argv: list[str]) -> int:
     if errors:
         print(f"policy: FAILED ({len(errors)} problem(s))")
         return 1
-    print("policy: iam-scope, public, invoker, push, cloud-run, dockerfile-user, skip-reasons, deploy, scheduler, state-repository, secrets, rules-file: ok")
+    print("policy: iam-scope, public, invoker, push, cloud-run, dockerfile-user, skip-reasons, deploy, scheduler, state-repository, secrets, rules-file, attestation: ok")
     return 0
 
 

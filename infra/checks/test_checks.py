@@ -29,6 +29,8 @@ DEPLOYED_NAMES = [
     "PROD_PATH",
     "PROMOTER_STATE_REPOSITORY",
     "PROMOTER_CONFIG",
+    "PROMOTER_ATTESTATION_KEY",
+    "PROMOTER_BINAUTHZ_ATTESTOR",
     "SOURCE_REGISTRY",
     "SOURCE_STAGE",
     "DEST_STAGE",
@@ -41,6 +43,7 @@ DASHBOARD = "infra/modules/promoter/dashboard.json"
 SAMPLES = "infra/checks/samples/decision-log.jsonl"
 RULES_EXAMPLE = "infra/examples/default/rules.yaml.example"
 INVOKER_MEMBERS = "members  = concat([google_service_account.push.member], var.approvers)"
+ATTESTATION = "infra/modules/promoter/attestation.tf"
 
 
 def copy_tree(dest: pathlib.Path, real_src: bool) -> pathlib.Path:
@@ -555,7 +558,8 @@ def test_log_metric_label_on_a_field_the_service_does_not_log_fails(real_tree):
 
 
 def test_log_metric_filter_on_a_decision_the_service_never_logs_fails(real_tree):
-    mutate(real_tree, OBSERVABILITY, 'jsonPayload.decision=\\"promoted\\"', 'jsonPayload.decision=\\"promote\\"')
+    mutate(real_tree, OBSERVABILITY, 'jsonPayload.message=\\"promotion\\""',
+           'jsonPayload.message=\\"promotion\\" AND jsonPayload.decision=\\"promoted\\""')
     fails(real_tree, "logs", "matches none of the captured lines")
 
 
@@ -593,6 +597,7 @@ def test_a_sample_without_the_field_fails(real_tree):
 
 def test_the_source_no_longer_logging_the_field_fails(real_tree):
     mutate(real_tree, "src/http/mod.rs", "from_stage = answer.from_stage", "source_stage = answer.from_stage")
+    mutate(real_tree, "src/promote/execute.rs", "from_stage = %promotion.from()", "source_stage = %promotion.from()")
     fails(real_tree, "logs", "no tracing macro under src/ logs a field 'fromStage'")
 
 
@@ -696,3 +701,53 @@ def test_rules_example_is_accepted_by_the_binary():
 def test_unparsable_terraform_fails(tree):
     append(tree, MODULE, '\nresource "google_pubsub_topic" "broken" {\n  name = \n')
     fails(tree, "hcl", "does not parse")
+
+
+# ---- attestations: the key, its grants, the attestor, the one project-level exception ---------
+
+def test_occurrences_editor_for_another_member_fails(tree):
+    mutate(tree, ATTESTATION, """  role    = "roles/containeranalysis.occurrences.editor"
+  member  = google_service_account.promoter.member""", """  role    = "roles/containeranalysis.occurrences.editor"
+  member  = google_service_account.push.member""")
+    fails(tree, "policy", "google_project_iam_member.promoter_creates_occurrences")
+
+
+def test_a_wider_project_role_for_occurrences_fails(tree):
+    mutate(tree, ATTESTATION, '"roles/containeranalysis.occurrences.editor"', '"roles/containeranalysis.admin"')
+    fails(tree, "policy", "iam-scope")
+
+
+def test_kms_admin_on_the_key_fails(tree):
+    mutate(tree, ATTESTATION, '"roles/cloudkms.signer"', '"roles/cloudkms.admin"')
+    fails(tree, "policy", "attestation")
+
+
+def test_kms_role_on_the_key_ring_fails(tree):
+    append(tree, ATTESTATION, """
+resource "google_kms_key_ring_iam_member" "widened" {
+  key_ring_id = google_kms_key_ring.attestations[0].id
+  role        = "roles/cloudkms.signer"
+  member      = google_service_account.promoter.member
+}
+""")
+    assert check(tree, "hcl")[0] == 0
+    fails(tree, "policy", "google_kms_key_ring_iam_member.widened")
+
+
+def test_signing_for_the_push_identity_fails(tree):
+    mutate(tree, ATTESTATION, """  role          = "roles/cloudkms.signer" # cloudkms.cryptoKeyVersions.useToSign
+  member        = google_service_account.promoter.member""", """  role          = "roles/cloudkms.signer" # cloudkms.cryptoKeyVersions.useToSign
+  member        = google_service_account.push.member""")
+    fails(tree, "policy", "only the service account")
+
+
+def test_an_attestation_key_of_another_algorithm_fails(tree):
+    mutate(tree, ATTESTATION, '"EC_SIGN_P256_SHA256"\n', '"RSA_SIGN_PSS_2048_SHA256"\n')
+    fails(tree, "policy", "EC_SIGN_P256_SHA256")
+
+
+def test_attestor_editor_for_deployers_fails(tree):
+    mutate(tree, ATTESTATION, """  role     = "roles/binaryauthorization.attestorsViewer"
+  member   = each.value""", """  role     = "roles/binaryauthorization.attestorsEditor"
+  member   = each.value""")
+    fails(tree, "policy", "attestorsEditor")

@@ -1,9 +1,11 @@
 //! The command line (DESIGN.md §2): `promote` and its corectl path `p2p promote`, `copy`, the
-//! service (`serve`, `pull`), and the tools around it (`status`, `rules check`, `publish`).
+//! service (`serve`, `pull`), and the tools around it (`status`, `rules check`, `publish`,
+//! `verify`).
 //! Exit status: 0 success (promoted or already present), 1 failure, 2 usage error.
 
 mod send;
 mod service;
+mod verify;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -70,6 +72,20 @@ enum Command {
         /// Nothing, an image's NAME below the stages (`my-app`), or a reference in one of the
         /// pipeline's stages (REGISTRY/STAGE/NAME:TAG or @DIGEST).
         image: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Check the promotion attestation of IMAGE: exit 0 when one for its stage verifies with KEY.
+    Verify {
+        /// The image in its stage (REGISTRY/STAGE/NAME:TAG or @DIGEST).
+        image: String,
+        /// A PEM file (the PKCS#8 private key or its SPKI public key), or
+        /// gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V
+        #[arg(long)]
+        key: String,
+        /// The stage the attestation must be for [default: the image's stage in the rules]
+        #[arg(long)]
+        stage: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -253,6 +269,12 @@ async fn run(cli: Cli) -> ExitCode {
             command: RulesCommand::Check { file },
         } => rules_check(file),
         Command::Status { image, output } => status(image.as_deref(), output).await,
+        Command::Verify {
+            image,
+            key,
+            stage,
+            output,
+        } => return verify::verify(&image, &key, stage, output).await,
         Command::Publish {
             event_type,
             image,

@@ -52,6 +52,7 @@ pub async fn build_service() -> anyhow::Result<Service> {
         None => None,
     };
     let state = state_repository(&pipeline)?;
+    let attester = attester(&pipeline)?;
     Ok(Service::new(
         pipeline,
         transport,
@@ -59,7 +60,51 @@ pub async fn build_service() -> anyhow::Result<Service> {
         publisher,
         publish::event_source(),
         state,
-    ))
+    )
+    .with_attester(attester))
+}
+
+/// The attester `PROMOTER_ATTESTATION_KEY` asks for, read once here: a bad value, or a local
+/// key that does not parse, stops start-up naming the variable. The policy it attests to is
+/// the effective pipeline — exactly what `promoter rules check` prints, so anyone can recompute
+/// its digest.
+fn attester(pipeline: &Pipeline) -> anyhow::Result<Option<crate::attest::Attester>> {
+    use sha2::Digest as _;
+    let settings =
+        crate::attest::Settings::from_env().map_err(|problem| anyhow::anyhow!(problem))?;
+    let uri = match var(config::PROMOTER_CONFIG) {
+        Some(path) => {
+            let path = std::path::Path::new(&path);
+            let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            format!("file://{}", absolute.display())
+        }
+        None => "promoter:embedded-default-pipeline".to_owned(),
+    };
+    let policy = crate::attest::Policy {
+        uri,
+        sha256: hex::encode(sha2::Sha256::digest(pipeline.describe().as_bytes())),
+    };
+    // Binary Authorization attests where the path ends: the stages no promotion leaves.
+    let last_stages: Vec<String> = pipeline
+        .stages()
+        .iter()
+        .filter(|stage| {
+            pipeline
+                .promotions_from(stage.name().as_str())
+                .next()
+                .is_none()
+        })
+        .map(|stage| stage.name().to_string())
+        .collect();
+    let attester =
+        crate::attest::Attester::from_settings(&settings, publish::event_source(), policy)
+            .with_context(|| {
+                format!(
+                    "{} (the promotion attestation key)",
+                    config::PROMOTER_ATTESTATION_KEY
+                )
+            })?;
+    Ok(attester.map(|attester| attester.with_binauthz_stages(last_stages)))
 }
 
 /// `PROMOTER_STATE_REPOSITORY`, else `{first stage's registry}/promoter-state`.
@@ -96,7 +141,7 @@ fn push_auth_from_env() -> anyhow::Result<PushAuth> {
 /// `promoter serve`: listens on `$PORT` until SIGTERM or Ctrl-C. `PORT=0` takes any free port;
 /// the "serving" log line names the one bound.
 pub async fn serve() -> anyhow::Result<()> {
-    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
+    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT), telemetry::LogTo::Stdout);
     let port: u16 = match var(config::PORT) {
         Some(port) => port
             .parse()
@@ -163,7 +208,7 @@ pub fn build_reader() -> anyhow::Result<Service> {
 /// `promoter reconcile`: one reconcile, as the scheduled event would run it; the answer on
 /// stdout as JSON. A transient failure exits 1 (run it again).
 pub async fn reconcile_once(stage: Option<String>, image: Option<String>) -> anyhow::Result<()> {
-    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
+    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT), telemetry::LogTo::Stderr);
     let service = build_service().await?;
     let request = manual_reconcile(stage, image);
     let answer = service.reconcile(&request).await;
@@ -189,7 +234,7 @@ fn manual_reconcile(stage: Option<String>, image: Option<String>) -> events::Rec
 /// `promoter pull --subscription ...`: the same handling as a StreamingPull worker, and with
 /// `--reconcile-every` a reconcile on a timer beside it.
 pub async fn pull(subscription: &str, reconcile_every: Option<Duration>) -> anyhow::Result<()> {
-    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT));
+    telemetry::init_service_logging(var(config::GOOGLE_CLOUD_PROJECT), telemetry::LogTo::Stdout);
     let service = Arc::new(build_service().await?);
     let worker = PullWorker::from_env().await?;
     tracing::info!(subscription, "pulling");

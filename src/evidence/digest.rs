@@ -84,21 +84,7 @@ impl DigestRecords<'_> {
     ) -> Result<(), EvidenceError> {
         let latest = signal_tag(digest, kind);
         let event = event_tag(digest, kind, &record.event_source, &record.event_id);
-        let annotations = serde_json::json!({
-            "org.opencontainers.image.created": record.time.to_rfc3339(),
-            "dev.promoter.signal.type": record.kind,
-            "dev.promoter.signal.id": record.event_id,
-            "dev.promoter.signal.source": record.event_source,
-        });
-        let manifest = record_manifest(
-            &format!("{}:{event}", self.repository),
-            Artifact {
-                artifact_type: SIGNAL_ARTIFACT_TYPE,
-                subject: Some(subject),
-                annotations,
-            },
-            record,
-        )?;
+        let manifest = signal_manifest(self.repository, &event, subject, record)?;
         put_empty_blob(self.client, self.repository, None).await?;
         let mut tags: Vec<&str> = vec![&event, &latest];
         tags.extend(also_as.iter().map(String::as_str));
@@ -241,6 +227,41 @@ impl DigestRecords<'_> {
         }
         Ok(())
     }
+}
+
+/// The manifest of a signal record. Deterministic, so its digest — how a promotion
+/// attestation names the records it was decided on — is known without reading it back.
+fn signal_manifest(
+    repository: &Repository,
+    tag: &str,
+    subject: &Descriptor,
+    record: &SignalRecord,
+) -> Result<crate::registry::manifest::RawManifest, EvidenceError> {
+    let annotations = serde_json::json!({
+        "org.opencontainers.image.created": record.time.to_rfc3339(),
+        "dev.promoter.signal.type": record.kind,
+        "dev.promoter.signal.id": record.event_id,
+        "dev.promoter.signal.source": record.event_source,
+    });
+    record_manifest(
+        &format!("{repository}:{tag}"),
+        Artifact {
+            artifact_type: SIGNAL_ARTIFACT_TYPE,
+            subject: Some(subject),
+            annotations,
+        },
+        record,
+    )
+}
+
+/// The digest of the manifest that records `record` about the image `subject` in `repository`
+/// (under its event tag, its type's latest tag and any approval tag alike).
+pub fn signal_record_digest(
+    repository: &Repository,
+    subject: &Descriptor,
+    record: &SignalRecord,
+) -> Result<Digest, EvidenceError> {
+    Ok(signal_manifest(repository, "", subject, record)?.digest)
 }
 
 fn arrival_manifest(

@@ -127,6 +127,9 @@ pub struct PromotionRecord {
     /// What the copy did (for the pipeline view's promotion history).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopySummary>,
+    /// The promotion attestation written with it, when the service had a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attest::Attestation>,
 }
 
 /// The figures of a copy a promotion record keeps.

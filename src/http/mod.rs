@@ -242,8 +242,15 @@ pub async fn handle(service: &Service, parsed: Result<Parsed, EventsError>) -> H
             }
         }
         Ok(Parsed::Stage { delivery, event }) => {
+            let started = std::time::Instant::now();
             let result = service.handle_stage_event(&event).await;
-            log_decision(&event.event_id, &event.event_type, &event.stage, &result);
+            log_decision(
+                &event.event_id,
+                &event.event_type,
+                &event.stage,
+                &result,
+                started,
+            );
             Handled::Decided {
                 delivery,
                 results: vec![result],
@@ -253,8 +260,15 @@ pub async fn handle(service: &Service, parsed: Result<Parsed, EventsError>) -> H
             delivery,
             reconcile,
         }) => {
+            let started = std::time::Instant::now();
             let result = service.reconcile(&reconcile).await;
-            log_decision(&reconcile.event_id, &reconcile.event_type, "", &result);
+            log_decision(
+                &reconcile.event_id,
+                &reconcile.event_type,
+                "",
+                &result,
+                started,
+            );
             Handled::Decided {
                 delivery,
                 results: vec![result],
@@ -266,6 +280,7 @@ pub async fn handle(service: &Service, parsed: Result<Parsed, EventsError>) -> H
 /// Hands one signal to the orchestrator and logs the decision (one line per decision). A
 /// signal that failed for good is announced as `promotion-rejected` before it is acked.
 async fn handle_logged(service: &Service, signal: &RawSignal) -> Result<Answer, PromoteError> {
+    let started = std::time::Instant::now();
     let mut result = service.handle(signal).await;
     if let Err(error) = &result
         && !error.is_transient()
@@ -275,7 +290,13 @@ async fn handle_logged(service: &Service, signal: &RawSignal) -> Result<Answer, 
         // Acking it now would lose it without a trace: let it come back.
         result = Err(announcing);
     }
-    log_decision(&signal.event_id, &signal.event_type, &signal.image, &result);
+    log_decision(
+        &signal.event_id,
+        &signal.event_type,
+        &signal.image,
+        &result,
+        started,
+    );
     result
 }
 
@@ -284,7 +305,10 @@ fn log_decision(
     event_type: &str,
     image: &str,
     result: &Result<Answer, PromoteError>,
+    started: std::time::Instant,
 ) {
+    // How long the decision took, copy included: the decision latency metric's value.
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         Ok(answer) => tracing::info!(
             event_id,
@@ -297,6 +321,7 @@ fn log_decision(
             reason = answer.reason,
             skipped = answer.skipped.len(),
             superseded = answer.superseded.len(),
+            duration_ms,
             "decision"
         ),
         Err(error) if error.is_transient() => tracing::warn!(
@@ -305,6 +330,7 @@ fn log_decision(
             image,
             decision = "retry",
             reason = %error,
+            duration_ms,
             "transient failure; the signal will be redelivered"
         ),
         Err(error) => tracing::warn!(
@@ -313,6 +339,7 @@ fn log_decision(
             image,
             decision = "rejected",
             reason = %error,
+            duration_ms,
             "decision"
         ),
     }

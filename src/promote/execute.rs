@@ -142,7 +142,8 @@ impl Service {
         for (i, verdict) in promotion_plan.verdicts.iter().enumerate() {
             if *verdict == Verdict::AlreadyPromoted {
                 fates[i] = Some(if announce_again {
-                    self.announce_again(job, plan, promotion_plan, &plan.found[i])
+                    let gate = &promotion_plan.candidates[i].gate;
+                    self.announce_again(job, plan, promotion_plan, &plan.found[i], gate)
                         .await?
                 } else {
                     Fate::AlreadyPromoted {
@@ -284,6 +285,29 @@ impl Service {
         }
 
         let now = self.now();
+        // The copy's top manifest is the subject: the same bytes in both stages.
+        let subject = Descriptor {
+            media_type: report.media_type.clone(),
+            digest: found.digest.to_string(),
+            size: report.manifest_size.max(subject.size),
+            artifact_type: None,
+            annotations: None,
+            platform: None,
+            urls: None,
+        };
+        // Attested before it is recorded and announced: a promotion that is announced is
+        // attested (DESIGN.md §10).
+        let attestation = self
+            .attest(
+                job,
+                plan,
+                promotion_plan,
+                found,
+                &subject,
+                &satisfied_by,
+                &destination,
+            )
+            .await?;
         let record = PromotionRecord {
             image: destination.to_string(),
             digest: found.digest.to_string(),
@@ -299,22 +323,13 @@ impl Service {
             identity: self.identity_name().await,
             time: now,
             copy: Some(CopySummary::from(&report)),
+            attestation,
         };
         let arrival = ArrivalRecord {
             time: now,
             digest: found.digest.to_string(),
             tag: Some(tag.to_string()),
             how: format!("promoted from {}", promotion.from()),
-        };
-        // The copy's top manifest is the subject: the same bytes in both stages.
-        let subject = Descriptor {
-            media_type: report.media_type.clone(),
-            digest: found.digest.to_string(),
-            size: report.manifest_size.max(subject.size),
-            artifact_type: None,
-            annotations: None,
-            platform: None,
-            urls: None,
         };
         let waits_there = self.waits_in(promotion.to());
         let waiting_repository = self.state.waiting()?;
@@ -352,6 +367,22 @@ impl Service {
         );
         recorded?;
         announced?;
+        // One line per promotion, whichever event decided it (a signal, a reconcile, an
+        // unfreeze): what the promotions metric counts and the copy's figures.
+        tracing::info!(
+            image = %destination,
+            digest = %found.digest,
+            from_stage = %promotion.from(),
+            to_stage = %promotion.to(),
+            event_id = trigger.id,
+            event_type = trigger.event_type,
+            copy_ms = report.duration_ms,
+            blobs_copied = report.blobs_copied,
+            blobs_mounted = report.blobs_mounted,
+            bytes_copied = report.bytes_copied,
+            referrers_copied = report.referrers_copied,
+            "promotion"
+        );
         index.compact(&claims).await;
         Ok(Fate::Promoted {
             image: destination.to_string(),
@@ -360,14 +391,16 @@ impl Service {
     }
 
     /// A digest the destination already holds with its promotion record: completes the copy
-    /// (referrers added since) and announces it again under the same id, in case the first
-    /// announcement did not go out.
+    /// (referrers added since), makes sure its attestation is there (a race may have lost it,
+    /// or attestations were turned on since), and announces it again under the same id, in
+    /// case the first announcement did not go out.
     async fn announce_again(
         &self,
         job: &Job,
         plan: &Plan<'_>,
         promotion_plan: &PromotionPlan<'_>,
         found: &Found,
+        gate: &Gate,
     ) -> Result<Fate, PromoteError> {
         let Some(tag) = &found.tag else {
             return Ok(Fate::Skipped {
@@ -396,7 +429,49 @@ impl Service {
             },
         )
         .await?;
-        if let Some(record) = record {
+        if let Some(mut record) = record {
+            let subject = Descriptor {
+                media_type: report.media_type.clone(),
+                digest: found.digest.to_string(),
+                size: report.manifest_size,
+                artifact_type: None,
+                annotations: None,
+                platform: None,
+                urls: None,
+            };
+            // The records the gate is open on now, else those the promotion recorded.
+            let satisfied_by: Vec<rules::Record> = match gate {
+                Gate::Open { satisfied_by } => satisfied_by.clone(),
+                _ => record
+                    .evidence
+                    .iter()
+                    .filter_map(|e| {
+                        found
+                            .signals
+                            .iter()
+                            .find(|(kind, r)| kind.as_str() == e.kind && r.event_id == e.id)
+                            .map(|(kind, r)| rules::Record {
+                                kind: kind.clone(),
+                                event_id: r.event_id.clone(),
+                                time: r.time,
+                            })
+                    })
+                    .collect(),
+            };
+            if let Some(attestation) = self
+                .attest(
+                    job,
+                    plan,
+                    promotion_plan,
+                    found,
+                    &subject,
+                    &satisfied_by,
+                    &destination,
+                )
+                .await?
+            {
+                record.attestation = Some(attestation);
+            }
             self.announce_promotion(&record, &report, destination_repository)
                 .await?;
         }
@@ -404,6 +479,100 @@ impl Service {
             image: destination.to_string(),
             copy: Some(report),
         })
+    }
+
+    /// Makes sure the promotion of `found` into the destination is attested, when the service
+    /// has a key: `None` without one.
+    #[allow(clippy::too_many_arguments)]
+    async fn attest(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        promotion_plan: &PromotionPlan<'_>,
+        found: &Found,
+        subject: &Descriptor,
+        satisfied_by: &[rules::Record],
+        destination: &ImageRef,
+    ) -> Result<Option<crate::attest::Attestation>, PromoteError> {
+        let Some(attester) = &self.attester else {
+            return Ok(None);
+        };
+        let failed = |source| PromoteError::Attest {
+            image: destination.to_string(),
+            source: Box::new(source),
+        };
+        let inputs = self
+            .input_attestations(job, plan, found, satisfied_by)
+            .await?;
+        let attested = attester
+            .ensure(
+                job.client(&promotion_plan.destination)?,
+                &crate::attest::Subject {
+                    repository: &promotion_plan.destination,
+                    digest: &found.digest,
+                    descriptor: subject,
+                    stage: promotion_plan.promotion.to().as_str(),
+                },
+                inputs,
+                self.now(),
+            )
+            .await
+            .map_err(failed)?;
+        Ok(Some(attested))
+    }
+
+    /// The signal records a promotion was decided on, by the digest of their record manifests
+    /// in the registry: a digest signal's record next to the image in the from-stage (its
+    /// manifest is deterministic, so its digest is computed, even while its write is landing),
+    /// an alert's in promoter's alert log.
+    async fn input_attestations(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        found: &Found,
+        satisfied_by: &[rules::Record],
+    ) -> Result<Vec<crate::attest::ResourceDescriptor>, PromoteError> {
+        use crate::attest::ResourceDescriptor;
+        let alerts_repository = self
+            .state
+            .alerts(&plan.place.stage, &plan.place.image_name)?;
+        let mut inputs = Vec::new();
+        for record in satisfied_by {
+            let name = Some(format!("{} {}", record.kind, record.event_id));
+            let is_alert_tag = plan.alerts.iter().any(|a| a.tag == record.event_id);
+            let located = if is_alert_tag {
+                job.client(&alerts_repository)?
+                    .head_manifest(&alerts_repository, &record.event_id)
+                    .await?
+                    .map(|digest| (alerts_repository.clone(), digest))
+            } else {
+                let signal = found
+                    .signals
+                    .iter()
+                    .map(|(_, r)| r)
+                    .chain(found.approvals.iter().filter_map(|(_, r)| r.as_ref()))
+                    .find(|r| r.kind == record.kind.as_str() && r.event_id == record.event_id);
+                match (signal, &found.subject) {
+                    (Some(signal), Some(stage_subject)) => Some((
+                        plan.place.repository.clone(),
+                        crate::evidence::digest::signal_record_digest(
+                            &plan.place.repository,
+                            stage_subject,
+                            signal,
+                        )?,
+                    )),
+                    _ => None,
+                }
+            };
+            if let Some((repository, digest)) = located {
+                inputs.push(ResourceDescriptor {
+                    name,
+                    uri: Some(format!("{repository}@{digest}")),
+                    digest: ResourceDescriptor::sha256(&digest),
+                });
+            }
+        }
+        Ok(inputs)
     }
 
     /// The evidence of a promotion: each record that satisfied the gate, with its event's id
@@ -464,6 +633,7 @@ impl Service {
             trigger: record.trigger.clone(),
             evidence: record.evidence.clone(),
             copy: report.clone(),
+            attestation: record.attestation.clone(),
             destination_repository: destination_repository.to_string(),
         };
         let failed = |source| PromoteError::Announce {

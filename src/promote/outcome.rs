@@ -320,6 +320,14 @@ pub enum PromoteError {
         topic: String,
         source: PublishError,
     },
+    /// A digest was copied but its promotion attestation could not be written (a signing key
+    /// or API that failed). Always retried: the copy stays, it is not announced without its
+    /// attestation, and the redelivery finds the copy in place and attests it.
+    #[error("{image} was copied, but attesting the promotion failed: {source}")]
+    Attest {
+        image: String,
+        source: Box<crate::attest::AttestError>,
+    },
     /// Publishing a `promotion-rejected` failed.
     #[error("publishing to {topic}: {source}")]
     Publish { topic: String, source: PublishError },
@@ -330,7 +338,7 @@ impl PromoteError {
         match self {
             PromoteError::Registry(e) => e.is_transient(),
             PromoteError::Evidence(e) => e.is_transient(),
-            PromoteError::Announce { .. } => true,
+            PromoteError::Announce { .. } | PromoteError::Attest { .. } => true,
             PromoteError::Publish { source, .. } => source.is_transient(),
         }
     }

@@ -33,6 +33,8 @@ pub struct Service {
     /// Who promotions are recorded as having been done by, found on first use.
     identity_name: tokio::sync::OnceCell<String>,
     pub publisher: Option<EventPublisher>,
+    /// Signs promotion attestations, when `PROMOTER_ATTESTATION_KEY` is set (DESIGN.md §10).
+    pub attester: Option<Arc<crate::attest::Attester>>,
     /// `//promoter/{K_SERVICE or hostname}`.
     pub event_source: String,
     /// Where promoter keeps its indexes.
@@ -76,12 +78,21 @@ impl Service {
             identity,
             identity_name: tokio::sync::OnceCell::new(),
             publisher,
+            attester: None,
             event_source,
             state,
             clock: Arc::new(Utc::now),
             locks: tokio::sync::Mutex::default(),
             known_images: std::sync::Mutex::default(),
             done: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The same service attesting every promotion with `attester`.
+    pub fn with_attester(self, attester: Option<crate::attest::Attester>) -> Self {
+        Service {
+            attester: attester.map(Arc::new),
+            ..self
         }
     }
 

@@ -44,6 +44,9 @@ pub struct Promoted {
     pub trigger: TriggerRecord,
     pub evidence: Vec<EvidenceRecord>,
     pub copy: CopyReport,
+    /// The promotion attestation (key id, tag, envelope digest), when the service attests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attest::Attestation>,
     /// The destination repository (`registry/path`), the ordering key.
     #[serde(skip)]
     pub destination_repository: String,

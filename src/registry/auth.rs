@@ -146,8 +146,16 @@ impl IdentityChoice {
 }
 
 async fn google_token_from_adc(registry: &RegistryHost) -> Result<Credential, AuthError> {
+    let token = adc_access_token(registry.as_str()).await?;
+    Ok(Credential::google_access_token(token.expose()))
+}
+
+/// An OAuth2 access token of the process's own identity (Application Default Credentials), for
+/// `what` (a registry, or a Google API such as Cloud KMS): the token registries are given, and
+/// the one the attester presents to Cloud KMS and Container Analysis.
+pub async fn adc_access_token(what: &str) -> Result<Secret, AuthError> {
     let google_error = |cause: String, transient: bool| AuthError::Google {
-        registry: registry.to_string(),
+        registry: what.to_owned(),
         cause,
         transient,
     };
@@ -167,7 +175,7 @@ async fn google_token_from_adc(registry: &RegistryHost) -> Result<Credential, Au
         .access_token()
         .await
         .map_err(|e| google_error(format!("no access token: {e}"), e.is_transient()))?;
-    Ok(Credential::google_access_token(&token.token))
+    Ok(Secret::new(token.token))
 }
 
 async fn google_token_from_file(

@@ -867,6 +867,52 @@ impl RegistryClient {
         }
     }
 
+    /// Reads a small blob into memory (an attestation envelope): at most `limit` bytes, its
+    /// digest checked, retried as any read.
+    pub async fn get_small_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Bytes, RegistryError> {
+        let what = format!("GET blob {repository}@{digest}");
+        let what = &what;
+        let bytes = self
+            .retrying(what, move |_| async move {
+                let response = self.get_blob(repository, digest).await?;
+                if response
+                    .content_length()
+                    .is_some_and(|n| n as usize > limit)
+                {
+                    return Err(RegistryError::BadManifest {
+                        image: format!("blob {repository}@{digest}"),
+                        cause: format!("larger than {limit} bytes"),
+                    });
+                }
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.unreachable(what, &e))
+            })
+            .await?;
+        if bytes.len() > limit {
+            return Err(RegistryError::BadManifest {
+                image: format!("blob {repository}@{digest}"),
+                cause: format!("larger than {limit} bytes"),
+            });
+        }
+        let actual = Digest::sha256_of(&bytes);
+        if &actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                image: format!("blob {repository}@{digest}"),
+                registry: self.registry.to_string(),
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Asks the registry to mount a blob from another repository on the same host
     /// ([Mounting a blob from another repository]).
     ///

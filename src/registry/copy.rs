@@ -670,9 +670,6 @@ impl Copier<'_> {
         })
     }
 
-    /// Copies what [`Copier::find_referrers`] found for `subject` that the destination lacks,
-    /// and keeps its fallback tag current. Returns the digests copied or already there, whose
-    /// own referrers come next.
     /// Copies what was found referring to `subject`: cosign's artifacts and the referrers, side
     /// by side (they are independent artifacts), then the subject's fallback tag. Returns the
     /// digests to look for referrers of next, and how many referrers were copied.
@@ -684,12 +681,17 @@ impl Copier<'_> {
         found: Found,
     ) -> Result<(Vec<Digest>, u64), RegistryError> {
         // cosign's tags: copied tag for tag; the source is the truth for what they hold
-        // (cosign rewrites `.sig` when it adds a signature).
+        // (cosign rewrites `.sig` when it adds a signature) — except that attestations are
+        // only ever added to: a destination's `.att` that differs keeps its own layers
+        // (promoter's attestation for the destination stage, written after the last copy).
         let cosign =
             futures::future::try_join_all(found.cosign.iter().map(|(tag, artifact)| async move {
                 // Referrers are reported by count; the image's own counts stay the image's.
                 let mut referrer_counts = Counts::default();
-                let copied = if self.destination.head_manifest(to, tag).await?.as_ref()
+                let copied = if tag.ends_with(".att") {
+                    self.copy_attestations(from, to, tag, artifact, &mut referrer_counts)
+                        .await?
+                } else if self.destination.head_manifest(to, tag).await?.as_ref()
                     != Some(&artifact.digest)
                 {
                     self.copy_tree(from, to, artifact, Some(tag), &mut referrer_counts)
@@ -752,6 +754,60 @@ impl Copier<'_> {
             .await?;
         }
         Ok((next, copied_count))
+    }
+}
+
+impl Copier<'_> {
+    /// Copies cosign's `sha256-<hex>.att` from the source without losing what the destination
+    /// already lists there: absent, it is copied as it is; present and different, the
+    /// destination gets the source's layers followed by every layer only it has
+    /// (`attest::cosign::merge`); a destination that lists every source layer is left alone.
+    /// Returns whether it wrote.
+    ///
+    /// Between this read and write another writer (promoter attesting the destination stage)
+    /// may append; what it appended is then missing from what is written here. The attester
+    /// reads its tag back after every write and appends again until its attestation is there,
+    /// so the service never leaves a promotion unattested for long.
+    async fn copy_attestations(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        tag: &str,
+        artifact: &RawManifest,
+        counts: &mut Counts,
+    ) -> Result<bool, RegistryError> {
+        let Some(held) = self.destination.get_manifest(to, tag).await? else {
+            self.copy_tree(from, to, artifact, Some(tag), counts)
+                .await?;
+            return Ok(true);
+        };
+        if held.digest == artifact.digest {
+            return Ok(false);
+        }
+        let merged = match crate::attest::cosign::merge(&held, artifact) {
+            Ok(None) => return Ok(false),
+            Ok(Some(merged)) => merged,
+            // Not an attestations manifest promoter can read: the source is the truth.
+            Err(cause) => {
+                tracing::warn!(%to, tag, cause, "destination attestations cannot be merged; copying the source's");
+                self.copy_tree(from, to, artifact, Some(tag), counts)
+                    .await?;
+                return Ok(true);
+            }
+        };
+        // The source's layers (and config) first, then the merged manifest's own config.
+        self.copy_below(from, to, artifact, counts).await?;
+        if self.options.dry_run {
+            return Ok(true);
+        }
+        let config_digest = Digest::sha256_of(&merged.config);
+        self.destination
+            .push_blob_bytes(to, &config_digest, merged.config.clone())
+            .await?;
+        self.destination
+            .put_manifest(to, tag, &merged.manifest)
+            .await?;
+        Ok(true)
     }
 }
 

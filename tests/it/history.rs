@@ -460,6 +460,23 @@ async fn promoter_reconcile_and_pull_reconcile_every_promote_what_waits_on_time(
         let answer: Value = serde_json::from_slice(&output.stdout).expect("one JSON answer");
         assert_eq!(answer["decision"], "reconciled", "{answer}");
         if answer["promoted"].as_array().is_some_and(|p| !p.is_empty()) {
+            // The promotion has its log line (on stderr: stdout is the answer), naming the
+            // reconcile that decided it.
+            let promotion_lines: Vec<Value> = String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|line| line["message"] == "promotion")
+                .collect();
+            assert_eq!(promotion_lines.len(), 1, "{}", stderr(&output));
+            let line = &promotion_lines[0];
+            assert_eq!(line["toStage"], "prod", "{line}");
+            assert_eq!(line["eventType"], "reconcile", "{line}");
+            assert!(
+                line["image"]
+                    .as_str()
+                    .is_some_and(|i| i.ends_with("/prod/app:1.0.0")),
+                "{line}"
+            );
             break;
         }
         assert!(

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real parts (the distribution registry, skopeo, the promoter
 //! binary) started by the tests on loopback. See `support`.
 
+mod attest;
 mod copy;
 mod faults;
 mod gates;

@@ -39,5 +39,11 @@ module "promoter" {
   reconcile_schedule          = var.reconcile_schedule
   state_repository_id         = var.state_repository_id
   alert_notification_channels = var.alert_notification_channels
-  labels                      = { app = "promoter" }
+
+  # Promotion attestations signed with a Cloud KMS key, and a Binary Authorization attestor.
+  attestations     = var.attestations
+  binauthz         = var.binauthz
+  attestor_viewers = var.attestor_viewers
+
+  labels = { app = "promoter" }
 }

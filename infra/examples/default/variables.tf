@@ -71,3 +71,21 @@ variable "alert_notification_channels" {
   type        = list(string)
   default     = []
 }
+
+variable "attestations" {
+  description = "Sign every promotion (an in-toto statement in a DSSE envelope, stored as cosign stores attestations) with a Cloud KMS key created for it."
+  type        = bool
+  default     = false
+}
+
+variable "binauthz" {
+  description = "Also create a Binary Authorization attestor for the attestation key and attest promotions into the last stage to it. Needs attestations = true."
+  type        = bool
+  default     = false
+}
+
+variable "attestor_viewers" {
+  description = "Members granted roles/binaryauthorization.attestorsViewer on the attestor, e.g. the deployers whose Binary Authorization policy requires it."
+  type        = list(string)
+  default     = []
+}

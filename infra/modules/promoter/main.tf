@@ -398,6 +398,16 @@ resource "google_cloud_run_v2_service" "promoter" {
         name  = "PROMOTER_STATE_REPOSITORY"
         value = local.state_repository
       }
+      # Promotion attestations (attestation.tf): empty, so unset, while they are off.
+      env {
+        name  = "PROMOTER_ATTESTATION_KEY"
+        value = local.attestation_key_env
+      }
+      env {
+        name  = "PROMOTER_BINAUTHZ_ATTESTOR"
+        value = local.binauthz_attestor_env
+      }
+
       # The rules file; "" (what the binary reads as unset) runs the embedded default pipeline
       # from REGISTRY, PROD_REGISTRY and *_PATH above, which a rules file replaces.
       env {

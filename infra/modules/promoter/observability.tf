@@ -1,31 +1,32 @@
-# Observability: log-based metrics from promoter's decision lines, a dead-letter backlog alert and
-# a dashboard that charts them.
+# Observability: log-based metrics from promoter's log lines, a dead-letter backlog alert and a
+# dashboard that charts them.
 #
 # promoter logs one Cloud Logging JSON line per decision (src/http/mod.rs, log_decision):
 #   {"severity":"INFO","message":"decision","eventId":..,"eventType":..,"image":..,"digest":..,
 #    "fromStage":..,"toStage":..,"decision":"promoted|already-promoted|pending|recorded|rejected|
-#    ignored|reconciled","reason":..,"skipped":N,"superseded":N,"logging.googleapis.com/trace":..}
+#    ignored|reconciled","reason":..,"skipped":N,"superseded":N,"durationMs":N,
+#    "logging.googleapis.com/trace":..}
 # plus lines with a "decision" but another message: "event ignored" (not a promoter event),
 # "malformed event" (rejected) and "transient failure; ..." (decision "retry", redelivered).
+# Each promotion, whichever event decided it (a signal, a reconcile, an unfreeze), has a line of
+# its own (src/promote/execute.rs):
+#   {"message":"promotion","image":..,"digest":..,"fromStage":..,"toStage":..,"eventId":..,
+#    "eventType":..,"copyMs":N,"blobsCopied":N,"blobsMounted":N,"bytesCopied":N,"referrersCopied":N}
 # Cloud Logging keeps every key but severity, time and logging.googleapis.com/* in jsonPayload.
 # infra/checks/logs.py checks every jsonPayload field named below against lines captured from
 # the real binary (infra/checks/samples/decision-log.jsonl).
-#
-# The decision lines carry no duration, so there is no latency distribution here: Cloud Run's
-# own request latencies (run.googleapis.com/request_latencies) are the closest measure.
 
 locals {
   # The service's own container logs.
   service_logs = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${var.service_name}\""
 }
 
-# One count per digest promoted by an event, by stage pair. What a `reconcile` promotes is in
-# the reconciled line's answer, not in a line of its own: it counts under decisions{reconciled}.
+# One count per digest promoted, by stage pair, whatever decided it.
 resource "google_logging_metric" "promotions" {
   project     = var.project_id
   name        = "${var.service_name}/promotions"
-  description = "promoter (${var.service_name}): promotions decided by an event, by from_stage and to_stage."
-  filter      = "${local.service_logs} AND jsonPayload.message=\"decision\" AND jsonPayload.decision=\"promoted\""
+  description = "promoter (${var.service_name}): promotions, by from_stage and to_stage."
+  filter      = "${local.service_logs} AND jsonPayload.message=\"promotion\""
 
   metric_descriptor {
     metric_kind  = "DELTA"
@@ -76,6 +77,43 @@ resource "google_logging_metric" "decisions" {
 
   label_extractors = {
     decision = "EXTRACT(jsonPayload.decision)"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# How long deciding took, the copy included, by kind of decision: a promotion's latency is its
+# signal's `promoted` decision. Buckets from 1 ms doubling to about 4.6 hours.
+resource "google_logging_metric" "decision_latency" {
+  project     = var.project_id
+  name        = "${var.service_name}/decision_latency"
+  description = "promoter (${var.service_name}): time to decide an event, copy included, by decision."
+  filter      = "${local.service_logs} AND jsonPayload.message=\"decision\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "ms"
+    display_name = "promoter decision latency"
+
+    labels {
+      key         = "decision"
+      value_type  = "STRING"
+      description = "promoted, already-promoted, pending, recorded, rejected, reconciled, ..."
+    }
+  }
+
+  value_extractor = "EXTRACT(jsonPayload.durationMs)"
+  label_extractors = {
+    decision = "EXTRACT(jsonPayload.decision)"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 24
+      growth_factor      = 2
+      scale              = 1
+    }
   }
 
   depends_on = [google_project_service.apis]
@@ -140,6 +178,7 @@ resource "google_monitoring_dashboard" "promoter" {
     service_name             = var.service_name
     promotions_metric        = google_logging_metric.promotions.name
     decisions_metric         = google_logging_metric.decisions.name
+    decision_latency_metric  = google_logging_metric.decision_latency.name
     dead_letter_subscription = google_pubsub_subscription.dead_letter.name
     dead_letter_alert_policy = google_monitoring_alert_policy.dead_letters.name
   })
