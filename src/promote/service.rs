@@ -1,4 +1,4 @@
-//! The service: a signal in, an answer out (DESIGN.md §5, §7). For each signal it locates the
+//! The service: a signal in, an answer out (docs/rules.md). For each signal it locates the
 //! image in the pipeline, records the signal, plans (reads and judges, writing nothing) and
 //! executes the plan with the job's clients.
 //!

@@ -10,7 +10,7 @@ use crate::registry::reference::{ReferenceError, Repository};
 
 const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// DESIGN.md §5's example, verbatim.
+/// docs/rules.md's first example, verbatim.
 const DESIGN_EXAMPLE: &str = r#"stages:
   - name: fast-feedback
     registry: europe-west2-docker.pkg.dev/dev-proj/tenant/acme

@@ -22,7 +22,7 @@ locals {
 
   prod_registry = coalesce(var.prod_registry, var.registry)
 
-  # The embedded default pipeline of DESIGN.md section 5:
+  # The embedded default pipeline (docs/rules.md):
   #   fast-feedback -> extended-test -> prod
   stages = {
     "fast-feedback" = { registry = var.registry, path = var.stage_paths.fast_feedback, source = true, destination = false }
@@ -261,7 +261,7 @@ resource "google_cloud_run_v2_service" "promoter" {
         }
       }
 
-      # Configuration of DESIGN.md section 5. Every name here must be one the binary reads
+      # Configuration (docs/configuration.md). Every name here must be one the binary reads
       # (infra/checks/contract.py enforces it).
       env {
         name  = "PROMOTER_EVENTS_TOPIC"
