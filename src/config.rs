@@ -1,4 +1,4 @@
-//! Every environment variable promoter reads (DESIGN.md §2, §4, §5), by name, in one place:
+//! Every environment variable promoter reads (docs/configuration.md), by name, in one place:
 //! the deployment files are checked against this list (`infra/checks`), so a rename on one side
 //! breaks the build rather than production.
 
@@ -24,7 +24,7 @@ pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 pub const GOOGLE_APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
 pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
 
-// The service (DESIGN.md §5).
+// The service (docs/configuration.md "The service").
 pub const PORT: &str = "PORT";
 pub const PROMOTER_CONFIG: &str = "PROMOTER_CONFIG";
 pub const FAST_FEEDBACK_PATH: &str = "FAST_FEEDBACK_PATH";
@@ -43,7 +43,7 @@ pub const PROMOTER_STATE_REPOSITORY: &str = "PROMOTER_STATE_REPOSITORY";
 /// How long `promoter serve` waits for a request's headers, and then for its body, before it
 /// gives up on the connection (a duration: `10s`). Default 10 s.
 pub const PROMOTER_READ_TIMEOUT: &str = "PROMOTER_READ_TIMEOUT";
-/// The key that signs promotion attestations (DESIGN.md §10): a Cloud KMS key version,
+/// The key that signs promotion attestations (docs/attestations.md): a Cloud KMS key version,
 /// `gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`, or the path of
 /// a PEM PKCS#8 ECDSA P-256 private key. Unset: no attestations.
 pub const PROMOTER_ATTESTATION_KEY: &str = "PROMOTER_ATTESTATION_KEY";

@@ -1,4 +1,4 @@
-//! Logs: one JSON object per line in Cloud Logging's format (DESIGN.md §6), through
+//! Logs: one JSON object per line in Cloud Logging's format (docs/configuration.md "Logs"), through
 //! tracing-stackdriver, with the request's trace lifted to `logging.googleapis.com/trace` so Cloud
 //! Logging groups a request's lines under its trace.
 

@@ -1,4 +1,4 @@
-//! The attestation key (`PROMOTER_ATTESTATION_KEY`, DESIGN.md §10): a Cloud KMS key version,
+//! The attestation key (`PROMOTER_ATTESTATION_KEY`, docs/attestations.md): a Cloud KMS key version,
 //! `gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V`, whose
 //! `EC_SIGN_P256_SHA256` signature promoter asks for over a SHA-256 digest computed here, or a
 //! local ECDSA P-256 private key in a PKCS#8 PEM file, for laptops and CI.

@@ -1,4 +1,4 @@
-//! Promotion attestations (DESIGN.md §10): with `PROMOTER_ATTESTATION_KEY` set, every promotion
+//! Promotion attestations (docs/attestations.md): with `PROMOTER_ATTESTATION_KEY` set, every promotion
 //! also writes a signed statement that promoter verified the digest against the promotion's
 //! gate and promoted it into the stage.
 //!

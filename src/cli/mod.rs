@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md §2): `promote` and its corectl path `p2p promote`, `copy`, the
+//! The command line (docs/cli.md): `promote` and its corectl path `p2p promote`, `copy`, the
 //! service (`serve`, `pull`), and the tools around it (`status`, `rules check`, `publish`,
 //! `verify`).
 //! Exit status: 0 success (promoted or already present), 1 failure, 2 usage error.

@@ -1,7 +1,7 @@
 //! The commands that send events: `publish` (any signal, by hand), `freeze` and `unfreeze` (a
 //! stage), through the events topic as `gcloud pubsub topics publish` would; and `approve`, a
 //! direct CloudEvent to the service carrying the caller's identity token, so the service knows
-//! who approved (DESIGN.md §8 "Approvals").
+//! who approved (docs/rules.md "Approvals").
 
 use std::collections::HashMap;
 

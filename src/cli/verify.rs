@@ -1,4 +1,4 @@
-//! `promoter verify <IMAGE_REF> --key PEM|gcpkms://… [--stage S]` (DESIGN.md §10): finds the
+//! `promoter verify <IMAGE_REF> --key PEM|gcpkms://… [--stage S]` (docs/attestations.md): finds the
 //! promotion attestations of the image's digest in its repository (cosign's
 //! `sha256-<hex>.att`), verifies each one's DSSE signature with the key and its statement
 //! against a promotion into the stage — the reference's own stage in the rules, or `--stage` —

@@ -1,4 +1,4 @@
-//! Cloud Build notifications (DESIGN.md §5: `status: SUCCESS` → `test-passed` for each built
+//! Cloud Build notifications (docs/events.md: `status: SUCCESS` → `test-passed` for each built
 //! image digest).
 //!
 //! Shape (<https://cloud.google.com/build/docs/subscribe-build-notifications>): Cloud Build
@@ -33,7 +33,7 @@ pub(crate) fn looks_like_build(value: &Value) -> bool {
 }
 
 /// Turns a Build resource into signals, one per pushed image: `test-passed` when it succeeded,
-/// or, for a trigger the rules map (DESIGN.md §8), that trigger's signal for `SUCCESS` or for
+/// or, for a trigger the rules map (docs/rules.md), that trigger's signal for `SUCCESS` or for
 /// `FAILURE` / `TIMEOUT`. `attributes` (Pub/Sub) supply `buildId` and `status` should the data
 /// lack them.
 pub(crate) fn parse(

@@ -5,7 +5,7 @@
 //! The event itself is the SDK's [`cloudevents::Event`]. The SDK's JSON deserializer accepts
 //! events the specification forbids (empty `id`, `datacontenttype: "xyz"`, `MyExtension`, ...),
 //! so structured events are first checked here against the spec and the CloudEvents
-//! conformance vectors (`shared/conformance/cloudevents-json`), then handed to the SDK.
+//! conformance vectors (`tests/conformance/cloudevents-json`), then handed to the SDK.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use super::{
     parse_json, pubsub,
 };
 
-/// The only specification version promoter reads (DESIGN.md: "CloudEvents 1.0").
+/// The only specification version promoter reads (docs/events.md: "CloudEvents 1.0").
 const SPEC_VERSION: &str = "1.0";
 
 /// Context attributes the specification defines; every other attribute is an extension.
@@ -84,7 +84,7 @@ pub(crate) fn from_http_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event
 }
 
 /// What a Pub/Sub message lends an event published by hand with only `ce-type` (or `type`) set
-/// (DESIGN.md "Inbound events").
+/// (docs/events.md "The manual form").
 #[derive(Debug, Clone)]
 pub(crate) struct Fallback {
     /// The Pub/Sub message id, used when `ce-id` is absent.

@@ -6,7 +6,7 @@
 //! it carries ([`RawSignal`]), or why it carries none ([`Parsed::Ignored`]) — and leaves every
 //! decision about images, stages and registries to the caller.
 //!
-//! Forms recognised (DESIGN.md §5 "Routes"), each with the document its shape was taken from:
+//! Forms recognised (docs/routes.md), each with the document its shape was taken from:
 //!
 //! | form | detected by | shape source |
 //! |---|---|---|
@@ -15,7 +15,7 @@
 //! | Eventarc `messagePublished` | CloudEvent of type `google.cloud.pubsub.topic.v1.messagePublished` | <https://cloud.google.com/eventarc/docs/cloudevents> |
 //! | CloudEvents HTTP binary / structured | `ce-*` headers / `Content-Type: application/cloudevents+json` | CloudEvents HTTP protocol binding 1.0 |
 //! | CloudEvents in a Pub/Sub message | `ce-*` attributes / attribute `Content-Type: application/cloudevents+json` | CloudEvents Pub/Sub protocol binding (cloudevents/spec `pubsub-protocol-binding.md`) |
-//! | manual `gcloud pubsub topics publish` | only `ce-type` (or `type`) attribute | DESIGN.md "Inbound events" |
+//! | manual `gcloud pubsub topics publish` | only `ce-type` (or `type`) attribute | docs/events.md |
 //! | Cloud Build notification | attributes `buildId` + `status`, or the Build resource's shape | <https://cloud.google.com/build/docs/subscribe-build-notifications> |
 //! | Cloud Build as a CloudEvent | type `google.cloud.cloudbuild.build.v1.statusChanged`, data = Build | google-cloudevents catalog |
 //! | Cloud Monitoring incident | `{"version":..,"incident":{..}}` (schema 1.2), Pub/Sub channel or webhook | <https://cloud.google.com/monitoring/support/notification-options#webhooks> |
@@ -178,7 +178,7 @@ pub enum Parsed {
     /// `ignored` response.
     Ignored { delivery: Delivery, reason: String },
     /// A `reconcile` event: decide again every digest waiting, narrowed to a stage or an image
-    /// when the data names them (DESIGN.md §7 "Time").
+    /// when the data names them (docs/rules.md "Gates that open by time").
     Reconcile {
         delivery: Delivery,
         reconcile: Reconcile,
@@ -190,7 +190,7 @@ pub enum Parsed {
     },
 }
 
-/// A `freeze` or `unfreeze` of a stage (DESIGN.md §8 "Freezes").
+/// A `freeze` or `unfreeze` of a stage (docs/rules.md "Freezes").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageEvent {
     /// `true` for `freeze`, `false` for `unfreeze`.
@@ -258,7 +258,7 @@ pub struct Inbound {
     pub signals: Vec<RawSignal>,
 }
 
-/// How a request reached promoter; decides how its outcome is answered (DESIGN.md §5).
+/// How a request reached promoter; decides how its outcome is answered (docs/routes.md "Answers").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// Through a Pub/Sub subscription (push, wrapped or unwrapped, or Eventarc): the HTTP status

@@ -1,4 +1,4 @@
-//! Cloud Monitoring incident notifications (DESIGN.md §5: `open` → `alert-firing`, `closed` →
+//! Cloud Monitoring incident notifications (docs/events.md: `open` → `alert-firing`, `closed` →
 //! `alert-clear`, mapped to image and stage through the alert policy's user labels
 //! `promoter_image` and `promoter_stage`).
 //!

@@ -36,7 +36,7 @@ use super::{Delivery, EventsError, Parsed, Vocabulary, cloud_build, monitoring, 
 /// The CloudEvents type Eventarc gives a Pub/Sub message.
 pub(crate) const MESSAGE_PUBLISHED: &str = "google.cloud.pubsub.topic.v1.messagePublished";
 
-/// The source of an event published by hand when the subscription is unknown (DESIGN.md).
+/// The source of an event published by hand when the subscription is unknown (docs/events.md).
 const UNKNOWN_SOURCE: &str = "//pubsub";
 
 const HEADER_MESSAGE_ID: &str = "x-goog-pubsub-message-id";

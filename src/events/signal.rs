@@ -50,7 +50,7 @@ impl fmt::Debug for SignalName {
     }
 }
 
-/// The kinds of signal promoter's gates understand (DESIGN.md §5 "Inbound events", §8).
+/// The kinds of signal promoter's gates understand (docs/events.md, docs/rules.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SignalKind {
     TestPassed,
@@ -88,7 +88,7 @@ impl SignalKind {
         }
     }
 
-    /// Alert signals describe an image in a stage, not a digest (DESIGN.md "Inbound events").
+    /// Alert signals describe an image in a stage, not a digest (docs/events.md "Types").
     pub fn is_alert(&self) -> bool {
         matches!(self, SignalKind::AlertFiring | SignalKind::AlertClear)
     }
@@ -138,7 +138,7 @@ impl std::str::FromStr for SignalKind {
     }
 }
 
-/// What the rules make a Cloud Build of one trigger mean (DESIGN.md §8 "Cloud Build").
+/// What the rules make a Cloud Build of one trigger mean (docs/rules.md "Cloud Build triggers").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildTrigger {
     /// The trigger's name (`substitutions.TRIGGER_NAME`) or id (`buildTriggerId`).

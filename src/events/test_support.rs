@@ -79,7 +79,7 @@ pub(crate) fn unwrapped_headers(attributes: &[(&str, &str)]) -> HeaderMap {
     headers(&pairs)
 }
 
-/// The attributes `gcloud pubsub topics publish` sets in DESIGN.md's README example.
+/// The attributes `gcloud pubsub topics publish` sets in docs/events.md's example.
 pub(crate) fn readme_attributes(id: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
         ("ce-specversion", "1.0"),
@@ -90,7 +90,7 @@ pub(crate) fn readme_attributes(id: &'static str) -> Vec<(&'static str, &'static
     ]
 }
 
-/// The message data of DESIGN.md's README example.
+/// The message data of docs/events.md's example.
 pub(crate) fn readme_data() -> Vec<u8> {
     format!(r#"{{"image":"{IMAGE}"}}"#).into_bytes()
 }

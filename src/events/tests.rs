@@ -56,7 +56,7 @@ fn error(headers: &http::HeaderMap, body: &[u8]) -> EventsError {
 // Pub/Sub push, wrapped (https://cloud.google.com/pubsub/docs/push)
 // ---------------------------------------------------------------------------------------------
 
-/// DESIGN.md's README command, `gcloud pubsub topics publish p2p-events --message='{"image":..}'
+/// docs/events.md's command, `gcloud pubsub topics publish p2p-events --message='{"image":..}'
 /// --attribute=ce-specversion=1.0,ce-type=test-passed,ce-source=//manual,ce-id=...,
 /// content-type=application/json`, delivered by a push subscription; the body is written out
 /// literally as Pub/Sub sends it.
@@ -86,7 +86,7 @@ fn wrapped_push_with_binary_cloudevent_attributes() {
 }
 
 /// The manual form: `gcloud pubsub topics publish p2p-events --message='{"image":".."}'
-/// --attribute=ce-type=test-passed` (DESIGN.md "Inbound events").
+/// --attribute=ce-type=test-passed` (docs/events.md "The manual form").
 #[test]
 fn wrapped_push_manual_form_borrows_id_and_source_from_the_message() {
     let body = push_body(&[("ce-type", "test-passed")], &readme_data());

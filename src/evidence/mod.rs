@@ -1,4 +1,4 @@
-//! What promoter records in registries (DESIGN.md §5 "Evidence", §7 "Cost"): the evidence its
+//! What promoter records in registries (docs/evidence.md): the evidence its
 //! decisions read, laid out so that a decision reads a fixed number of objects whatever the
 //! image's history, and so that instances writing at the same moment never read-modify-write
 //! one shared object.

@@ -1,6 +1,6 @@
 //! The one place where outcomes become answers: [`reply`] turns what a request or a pulled
 //! message came to into an HTTP status and body, and the same reply's status is the ack or nack
-//! of a pulled message (DESIGN.md §5 "Routes").
+//! of a pulled message (docs/routes.md "Answers").
 //!
 //! Pub/Sub treats 102/200/201/202/204 as ack and anything else as nack-and-redeliver
 //! (<https://cloud.google.com/pubsub/docs/push#receive_push>), so for a Pub/Sub delivery every

@@ -24,7 +24,7 @@ use crate::promote::{Answer, PromoteError, Service};
 use push_auth::{PushAuth, PushAuthError};
 pub use server::ServeSettings;
 
-/// Request bodies over this are refused with 413 (DESIGN.md §5).
+/// Request bodies over this are refused with 413 (docs/routes.md "Answers").
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// What every handler shares.
@@ -168,7 +168,7 @@ enum Caller {
 }
 
 /// Gives direct approvals their verified approver, and refuses a non-push identity anything but
-/// a direct `approved`: people approve, Pub/Sub pushes (DESIGN.md §8 "Approvals").
+/// a direct `approved`: people approve, Pub/Sub pushes (docs/rules.md "Approvals").
 fn with_caller(
     parsed: Result<Parsed, EventsError>,
     caller: Caller,

@@ -1,4 +1,4 @@
-//! Authentication of Pub/Sub push requests (DESIGN.md §5, `PROMOTER_PUSH_AUTH`).
+//! Authentication of Pub/Sub push requests (`PROMOTER_PUSH_AUTH`, docs/routes.md).
 //!
 //! A push subscription configured with an OIDC service account sends
 //! `Authorization: Bearer <Google-signed ID token>` whose claims name the subscription's service
@@ -184,7 +184,7 @@ pub struct PushAuth {
     audience: Option<String>,
     allowed_emails: Vec<String>,
     /// `verify` mode only. google-cloud-auth's verifier takes its key cache with `try_write`, so
-    /// concurrent `verify` calls fail with "failed to obtain lock" (NOTES.md); calls are
+    /// concurrent `verify` calls fail with "failed to obtain lock" (in 1.18); calls are
     /// serialized here. A verification from cache takes microseconds, so this costs nothing
     /// measurable; while keys load, other requests wait instead of failing.
     verifier: Option<Mutex<Verifier>>,

@@ -6,7 +6,7 @@
 //! destination's promoted index beside its copy, so a concurrent older candidate sees it; the
 //! promotion record and the `promoted` event follow the copy; the waiting index forgets a digest
 //! only once its announcement is out. A failure after the copy is never a refusal: the delivery
-//! is answered 503 and its redelivery finds the copy in place (DESIGN.md §7 "Announcing").
+//! is answered 503 and its redelivery finds the copy in place (docs/routes.md "Answers").
 
 use std::sync::Arc;
 
@@ -296,7 +296,7 @@ impl Service {
             urls: None,
         };
         // Attested before it is recorded and announced: a promotion that is announced is
-        // attested (DESIGN.md §10).
+        // attested.
         let attestation = self
             .attest(
                 job,

@@ -1,6 +1,6 @@
 //! The registry clients of one job (one signal, or one image's turn in a `reconcile`): one client
 //! per registry host, whose single token covers every repository the job touches there, so a
-//! promotion costs one token handshake per registry (DESIGN.md §4: a fresh token per job).
+//! promotion costs one token handshake per registry (a fresh token per job: docs/configuration.md).
 
 use crate::registry::auth::IdentityChoice;
 use crate::registry::{RegistryClient, RegistryError, RegistryHost, Repository, Transport};

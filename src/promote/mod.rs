@@ -22,7 +22,7 @@ pub struct CopyJob {
     pub options: CopyOptions,
 }
 
-/// Runs a copy job with credentials resolved now (a fresh Google token per job, DESIGN.md §4).
+/// Runs a copy job with credentials resolved now (a fresh token per job, docs/configuration.md).
 /// Credentials are only sent to the two registries the job names.
 pub async fn copy(
     transport: &Transport,

@@ -1,4 +1,4 @@
-//! What the service answers (DESIGN.md §5 "Routes", §7): outcomes are values — what became of
+//! What the service answers (docs/routes.md "The answer"): outcomes are values — what became of
 //! each candidate digest, and what the signal as a whole came to — and errors are failures that
 //! know whether a retry can help. `http::ack` turns both into a status, an ack or a nack.
 
@@ -10,7 +10,7 @@ use crate::publish::PublishError;
 use crate::registry::{CopyReport, RegistryError};
 use crate::rules::Frozen;
 
-/// What the service decided about a signal: the `decision` of DESIGN.md §5.
+/// What the service decided about a signal: the `decision` of docs/routes.md "Answers".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Decision {
@@ -53,7 +53,7 @@ pub enum Fate {
     Pending {
         missing: Vec<String>,
         not_before: Option<DateTime<Utc>>,
-        /// A freeze holds it (DESIGN.md §8 "Freezes").
+        /// A freeze holds it (docs/rules.md "Freezes").
         frozen: Option<Frozen>,
         reason: String,
     },
@@ -143,7 +143,7 @@ pub struct Summary {
     pub reason: String,
 }
 
-/// What a signal came to: the response body of DESIGN.md §5, and the decision log line.
+/// What a signal came to: the response body of docs/routes.md, and the decision log line.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Answer {
     pub decision: Decision,

@@ -5,7 +5,7 @@
 //!
 //! Every read is by name (a tag derived from the digest, or one of promoter's small indexes), so
 //! what a plan reads grows with the number of candidates and gates, never with the history of
-//! the repositories (DESIGN.md §7 "Cost").
+//! the repositories (docs/evidence.md "Cost and concurrency").
 
 use chrono::{DateTime, Utc};
 

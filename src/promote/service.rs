@@ -1,4 +1,4 @@
-//! The service: a signal in, an answer out (DESIGN.md §5, §7). For each signal it locates the
+//! The service: a signal in, an answer out (docs/rules.md). For each signal it locates the
 //! image in the pipeline, records the signal, plans (reads and judges, writing nothing) and
 //! executes the plan with the job's clients.
 //!
@@ -33,7 +33,7 @@ pub struct Service {
     /// Who promotions are recorded as having been done by, found on first use.
     identity_name: tokio::sync::OnceCell<String>,
     pub publisher: Option<EventPublisher>,
-    /// Signs promotion attestations, when `PROMOTER_ATTESTATION_KEY` is set (DESIGN.md §10).
+    /// Signs promotion attestations, when `PROMOTER_ATTESTATION_KEY` is set (docs/attestations.md).
     pub attester: Option<Arc<crate::attest::Attester>>,
     /// `//promoter/{K_SERVICE or hostname}`.
     pub event_source: String,

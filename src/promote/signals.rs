@@ -1,6 +1,6 @@
 //! Signals about a digest (`test-passed`, `soak-complete`, `test-failed`, declared ones,
 //! `approved`) and about an image in a stage (`alert-firing`, `alert-clear`): each is recorded,
-//! then decided from what the registry holds (DESIGN.md §7 "Which digests a signal decides").
+//! then decided from what the registry holds (docs/rules.md, "Many versions in one stage").
 
 use chrono::{DateTime, Utc};
 

@@ -1,4 +1,4 @@
-//! The pipeline view (DESIGN.md §9): every image promoter has recorded or promoted, what each
+//! The pipeline view (docs/routes.md): every image promoter has recorded or promoted, what each
 //! stage holds of it, what waits and why, and its latest promotions — the model behind the page,
 //! `GET /api/pipeline` and `promoter status` without an argument.
 //!

@@ -1,6 +1,6 @@
 //! What waits, decided again: the digests of an image waiting in a stage (when an alert clears),
 //! every digest waiting (`reconcile`), and what a stage's freeze held (`freeze` / `unfreeze`)
-//! (DESIGN.md §7 "Time", §8 "Freezes"). Read from the waiting index, so the cost grows with
+//! (docs/rules.md, "Gates that open by time" and "Freezes"). Read from the waiting index, so the cost grows with
 //! what waits, not with the images or their history.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Outbound events: what promoter announces on `PROMOTER_EVENTS_TOPIC` (DESIGN.md §5).
+//! Outbound events: what promoter announces on `PROMOTER_EVENTS_TOPIC` (docs/events.md).
 //!
 //! `promoted` and `promotion-rejected` CloudEvents in the Pub/Sub binding's binary mode, ordered
 //! by destination repository, with ids derived from what they are about so that a redelivered

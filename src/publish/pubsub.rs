@@ -1,4 +1,4 @@
-//! Publishing outbound CloudEvents to Pub/Sub (DESIGN.md §5 "Outbound events").
+//! Publishing outbound CloudEvents to Pub/Sub (docs/events.md "Outbound events").
 //!
 //! Events go out in the CloudEvents Pub/Sub binding's binary mode: the event
 //! attributes become `ce-*` message attributes, `data` is the message body and

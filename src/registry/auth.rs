@@ -1,4 +1,4 @@
-//! Who promoter is at each registry (DESIGN.md §4), and the secrets that prove it.
+//! Who promoter is at each registry (docs/configuration.md), and the secrets that prove it.
 //!
 //! A side of a copy (source or destination) resolves to one [`Credential`], in this order:
 //! `*_ACCESS_TOKEN` → auth-override file → Google Application Default Credentials (Google

@@ -72,7 +72,7 @@ pub struct RawManifest {
 
 impl RawManifest {
     /// Reads the manifest. The media type is the registry's Content-Type when it sent one, else
-    /// the `mediaType` field (oci-client's raw pull loses the header; NOTES.md).
+    /// the `mediaType` field (oci-client 0.18's raw pull loses the header).
     pub fn new(bytes: Bytes, content_type: Option<String>) -> Result<Self, String> {
         let shape: Shape = serde_json::from_slice(&bytes)
             .map_err(|e| format!("manifest is not valid JSON: {e}"))?;

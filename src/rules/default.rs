@@ -1,4 +1,4 @@
-//! The embedded default pipeline (DESIGN.md §5): what runs when no rules file is given, built
+//! The embedded default pipeline (docs/rules.md): what runs when no rules file is given, built
 //! from the same `Builder` as a rules file so both obey the same rules.
 
 use crate::config;

@@ -1,4 +1,4 @@
-//! Freeze windows (DESIGN.md §8 "Freezes"): times when promotions into some stages are held, as
+//! Freeze windows (docs/rules.md "Freezes"): times when promotions into some stages are held, as
 //! a 5-field cron for when a window opens, in an IANA time zone, and how long it stays open.
 //!
 //! Parsing and the calendar are the maintained crates' (`croner` for cron patterns, `chrono-tz`

@@ -18,7 +18,7 @@ pub struct Record {
     pub time: DateTime<Utc>,
 }
 
-/// A freeze holding promotions into the destination (DESIGN.md §8 "Freezes").
+/// A freeze holding promotions into the destination (docs/rules.md "Freezes").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frozen {
     /// The window's name, for a window of the rules.
@@ -46,7 +46,7 @@ pub struct Evidence {
     pub approval_refused: Option<String>,
 }
 
-/// The soak clock of a digest (DESIGN.md §8 "soak").
+/// The soak clock of a digest (docs/rules.md "Soak").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Soak {
     /// Clear since `started_at`; met at `met_at`.

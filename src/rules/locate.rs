@@ -1,4 +1,4 @@
-//! Placing an event's image in the pipeline (DESIGN.md "Inbound events"): which stage it is in,
+//! Placing an event's image in the pipeline (docs/events.md): which stage it is in,
 //! its name, and its version if given. This is the gate that keeps events from pointing the
 //! service at registries it was not configured for.
 

@@ -1,7 +1,7 @@
 //! Promotion rules: the pipeline (stages, promotions between them, which images may move), read
 //! from the rules file or built from the environment, and the pure decisions made with it —
 //! which stage an event's image is in, which promotions a signal concerns, and whether a gate
-//! is open given the recorded evidence (DESIGN.md §5).
+//! is open given the recorded evidence (docs/rules.md).
 //!
 //! Nothing here does I/O or reads the clock: the environment comes through a lookup closure,
 //! `now` and the evidence are parameters, so every decision is reproducible in tests and

@@ -72,7 +72,7 @@ impl fmt::Debug for StageName {
     }
 }
 
-/// A stage: where its images live, `{registry}/{path}/{image}` (DESIGN.md §1).
+/// A stage: where its images live, `{registry}/{path}/{image}` (docs/rules.md "Stages").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
     name: StageName,
@@ -201,8 +201,8 @@ fn parse_registry(value: &str) -> Result<(RegistryHost, Option<String>), Problem
     Ok((host, path))
 }
 
-/// Which of the digests whose gate is open a promotion moves (DESIGN.md §7 "Which waiting
-/// digest moves").
+/// Which of the digests whose gate is open a promotion moves (docs/rules.md "Many versions
+/// in one stage").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Select {
     /// Only the digest that entered the from-stage last; older ones are superseded, so the next
@@ -401,7 +401,7 @@ impl Promotion {
     }
 
     /// How long the image's alert state must have been clear in the from-stage while the digest
-    /// was there (DESIGN.md §8 "soak").
+    /// was there (docs/rules.md "Soak").
     pub fn soak(&self) -> Option<Duration> {
         self.gates.soak
     }

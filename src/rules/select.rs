@@ -1,4 +1,4 @@
-//! Which of the digests waiting in a stage move, and what becomes of the others (DESIGN.md §7):
+//! Which of the digests waiting in a stage move, and what becomes of the others (docs/rules.md):
 //! each candidate is judged on its own, so one that cannot move never stops another, and the
 //! promotion's `select` says which of the open ones go.
 //!

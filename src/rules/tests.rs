@@ -10,8 +10,8 @@ use crate::registry::reference::{ReferenceError, Repository};
 
 const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// DESIGN.md §5's example, verbatim.
-const DESIGN_EXAMPLE: &str = r#"stages:
+/// docs/rules.md's first example, verbatim.
+const FIRST_EXAMPLE: &str = r#"stages:
   - name: fast-feedback
     registry: europe-west2-docker.pkg.dev/dev-proj/tenant/acme
     path: fast-feedback            # default: the name
@@ -32,7 +32,7 @@ images: ["*"]                      # optional allowlist of image names (globs)
 "#;
 
 fn design() -> Pipeline {
-    Pipeline::from_yaml(DESIGN_EXAMPLE).expect("the design example is valid")
+    Pipeline::from_yaml(FIRST_EXAMPLE).expect("the first example of docs/rules.md is valid")
 }
 
 /// The error for `text`, which must be invalid.
@@ -148,7 +148,7 @@ fn a_stage_may_have_several_promotions_out() {
 
 #[test]
 fn unknown_signal_names_the_line_promotion_and_choices() {
-    let text = DESIGN_EXAMPLE.replace(
+    let text = FIRST_EXAMPLE.replace(
         "require: [soak-complete, alert-clear]",
         "require: [soak-done, alert-clear]",
     );
@@ -170,19 +170,19 @@ fn unknown_signal_names_the_line_promotion_and_choices() {
 
 #[test]
 fn unknown_stage_in_a_promotion() {
-    let e = yaml_error(&DESIGN_EXAMPLE.replace("to: prod", "to: production"));
+    let e = yaml_error(&FIRST_EXAMPLE.replace("to: prod", "to: production"));
     assert_eq!(line_of(&e), Some(14));
     assert_eq!(
         e.to_string(),
         "rules file line 14: promotion extended-test -> production names unknown stage \"production\" (stages are: fast-feedback, extended-test, prod)"
     );
-    let e = yaml_error(&DESIGN_EXAMPLE.replace("from: fast-feedback", "from: ff"));
+    let e = yaml_error(&FIRST_EXAMPLE.replace("from: fast-feedback", "from: ff"));
     assert_eq!(line_of(&e), Some(10));
 }
 
 #[test]
 fn duplicate_stage_name_points_at_the_second_and_mentions_the_first() {
-    let e = yaml_error(&DESIGN_EXAMPLE.replace("name: prod", "name: extended-test"));
+    let e = yaml_error(&FIRST_EXAMPLE.replace("name: prod", "name: extended-test"));
     assert_eq!(
         e.to_string(),
         "rules file line 7: stage extended-test is defined twice (first at line 5)"
@@ -336,14 +336,14 @@ fn two_stages_in_one_place() {
 #[test]
 fn unknown_fields_are_refused_with_their_line() {
     let e =
-        yaml_error(&DESIGN_EXAMPLE.replace("    path: fast-feedback", "    paht: fast-feedback"));
+        yaml_error(&FIRST_EXAMPLE.replace("    path: fast-feedback", "    paht: fast-feedback"));
     assert_eq!(line_of(&e), Some(4));
     assert!(e.to_string().contains("unknown field `paht`"), "{e}");
     let e = yaml_error(&two_stage(
         "    require: [test-passed]\n    blockOn: [test-failed]\n",
     ));
     assert_eq!(line_of(&e), Some(10));
-    let e = yaml_error(&format!("{DESIGN_EXAMPLE}extra: 1\n"));
+    let e = yaml_error(&format!("{FIRST_EXAMPLE}extra: 1\n"));
     assert_eq!(line_of(&e), Some(19));
     assert!(
         e.to_string()
@@ -722,7 +722,7 @@ fn unconfigured_locations_are_their_own_error_and_name_the_host() {
 fn allowlist_applies_to_every_form() {
     let p = Pipeline::from_yaml(&format!(
         "{}images: [\"billing-*\"]\n",
-        DESIGN_EXAMPLE.replace("images: [\"*\"]", "")
+        FIRST_EXAMPLE.replace("images: [\"*\"]", "")
     ))
     .expect("valid");
     assert!(p.locate(&format!("{ET}/billing-api:1"), None).is_ok());

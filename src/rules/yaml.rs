@@ -1,4 +1,4 @@
-//! Reading the rules file (DESIGN.md §5, "Rules file (YAML)").
+//! Reading the rules file (docs/rules.md).
 //!
 //! serde-saphyr deserializes into raw, span-carrying structs (unknown fields denied, duplicate
 //! keys refused), then `Builder` turns them into a `Pipeline`, reporting the first problem with

@@ -1,4 +1,4 @@
-//! Promotion attestations (DESIGN.md §10), end to end: the real registry, the real binary, and
+//! Promotion attestations (docs/attestations.md), end to end: the real registry, the real binary, and
 //! verifiers promoter's authors did not write (securesystemslib's DSSE verification, openssl for
 //! key ids, p256 for the fake KMS's signatures). Only what cannot run here — Cloud KMS, Binary
 //! Authorization and Container Analysis — is faked, at the network boundary, in the exact REST

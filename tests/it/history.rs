@@ -1,4 +1,4 @@
-//! Decisions over a real repository's history (DESIGN.md §7): several versions of one image in
+//! Decisions over a real repository's history (docs/rules.md): several versions of one image in
 //! one stage — waiting, deleted by a cleanup policy, failed — each decided on its own; the newest
 //! moves and the stage never steps back to an older version; time gates fire through
 //! `reconcile` alone; a promotion that could not be announced is retried, never refused.
@@ -195,7 +195,7 @@ enum Step {
     Clear,
 }
 
-/// What the rules of DESIGN.md §7 say prod should receive, event by event, for two versions
+/// What the rules of docs/rules.md say prod should receive, event by event, for two versions
 /// (old entered extended-test before new) that start waiting behind a firing alert.
 fn model(order: &[Step]) -> Vec<&'static str> {
     let (mut soaked_old, mut soaked_new, mut failed_new, mut clear) = (false, false, false, false);

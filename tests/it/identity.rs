@@ -1,4 +1,4 @@
-//! Identity (DESIGN.md §4): docker config basic auth, and the whole Google chain — metadata
+//! Identity (docs/configuration.md): docker config basic auth, and the whole Google chain — metadata
 //! server → access token → `oauth2accesstoken` at the registry's token realm → a JWT the real
 //! registry verifies.
 

@@ -1,4 +1,4 @@
-//! The pipeline view (DESIGN.md §9): `GET /api/pipeline`, the page's HTML, and `promoter
+//! The pipeline view (docs/routes.md): `GET /api/pipeline`, the page's HTML, and `promoter
 //! status` without an argument and with an image's name, on a pipeline with several images,
 //! versions and states — checked field by field, not as a snapshot of times.
 

@@ -1,4 +1,4 @@
-//! Push authentication end to end (DESIGN.md §5 `PROMOTER_PUSH_AUTH`): tokens minted with a local
+//! Push authentication end to end (docs/routes.md): tokens minted with a local
 //! key set the way Pub/Sub mints them, checked by the running service.
 
 use serde_json::json;

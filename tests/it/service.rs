@@ -1,6 +1,6 @@
 //! The service end to end (issue 3): every inbound form, built byte-for-byte as its sender builds
 //! it, promotes a test-passed image fast-feedback → extended-test and announces `promoted` on the
-//! Pub/Sub fake; bad input is answered as DESIGN.md says with nothing copied.
+//! Pub/Sub fake; bad input is answered as docs/routes.md says with nothing copied.
 
 use std::time::Duration;
 
@@ -479,7 +479,7 @@ async fn a_pubsub_outage_is_a_503_and_the_redelivery_announces_with_the_same_id_
     let (status, body) = stack.service.post(&request).await;
     assert_eq!(status, 200, "{body}");
     let event = stack.expect_promoted_event().await;
-    // The id a consumer dedupes on depends only on the destination and the digest (DESIGN.md §5),
+    // The id a consumer dedupes on depends only on the destination and the digest (docs/events.md),
     // so the attempt that failed to announce would have used the same one.
     assert_eq!(
         event["id"],
@@ -568,7 +568,7 @@ async fn end_to_end_through_the_emulator_with_promoter_pull() {
     );
 }
 
-/// The `promoted` event id for a destination repository and digest, as DESIGN.md §5 derives it.
+/// The `promoted` event id for a destination repository and digest, as docs/events.md says.
 fn promoted_event_id(repository: &str, digest: &str) -> String {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();

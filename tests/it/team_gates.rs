@@ -1,4 +1,4 @@
-//! Gates teams use (DESIGN.md §8): declared test suites, a soak that completes itself, freeze
+//! Gates teams use (docs/rules.md): declared test suites, a soak that completes itself, freeze
 //! windows and stop-the-line freezes, verified approvals, Cloud Build triggers — end to end on
 //! the real registry with `promoter serve`, decided by the events their senders send.
 

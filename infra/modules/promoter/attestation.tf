@@ -1,4 +1,4 @@
-# Promotion attestations (DESIGN.md section 10), optional:
+# Promotion attestations (docs/attestations.md), optional:
 #
 #   attestations = true      a Cloud KMS key ring and key (EC_SIGN_P256_SHA256, the one algorithm
 #                            promoter signs with); the service signs every promotion with it
@@ -163,7 +163,7 @@ resource "google_binary_authorization_attestor" "promoter" {
 
   project     = var.project_id
   name        = var.binauthz_attestor_id
-  description = "Images promoted by promoter (DESIGN.md section 10)"
+  description = "Images promoted by promoter"
 
   attestation_authority_note {
     note_reference = google_container_analysis_note.promoter[0].name

@@ -35,7 +35,7 @@ locals {
   rules_doc        = local.rules ? yamldecode(var.rules_yaml) : null
   rules_promotions = try(local.rules_doc.promotions, [])
 
-  # The embedded default pipeline of DESIGN.md section 5:
+  # The embedded default pipeline (docs/rules.md):
   #   fast-feedback -> extended-test -> prod
   default_stages = {
     "fast-feedback" = { registry = var.registry, path = var.stage_paths.fast_feedback, source = true, destination = false }
@@ -356,7 +356,7 @@ resource "google_cloud_run_v2_service" "promoter" {
         }
       }
 
-      # Configuration of DESIGN.md section 5. Every name here must be one the binary reads
+      # Configuration (docs/configuration.md). Every name here must be one the binary reads
       # (infra/checks/contract.py enforces it).
       env {
         name  = "PROMOTER_EVENTS_TOPIC"
