@@ -7,7 +7,8 @@ as_root() {
 
 # Debian packages: the distribution registry, skopeo (seeding and cross-checks), Go and Google's
 # Pub/Sub fake (pstest), openssl (test keys), GNU time (peak memory in the benchmark), chromium
-# and Node.js (the pipeline page is checked in a real browser, driven by playwright-core).
+# and Node.js (the pipeline page is checked in a real browser, driven by playwright-core), Python
+# and a C compiler.
 ensure_debian_packages() {
   local missing=()
   command -v docker-registry >/dev/null || missing+=(docker-registry)
@@ -20,6 +21,11 @@ ensure_debian_packages() {
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
+  # Python 3 with venv: tools/make-image, the deployment checks and the attestation verifiers.
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # A C compiler: some crates build C code.
+  command -v cc >/dev/null || missing+=(build-essential)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     as_root apt-get update -qq
