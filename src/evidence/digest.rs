@@ -5,8 +5,8 @@
 //! |---|---|---|---|
 //! | `sha256-<hex>.p2p.<signal>` | the latest signal of that type | every signal | HEAD/GET by a decision |
 //! | `sha256-<hex>.p2p.<signal>.<event>` | one signal event (the audit trail) | every signal | `promoter status`, people |
-//! | `sha256-<hex>.p2p.arrived` | when the digest arrived in the stage | on promotion into it, or its first signal | GET by a decision |
-//! | `sha256-<hex>.p2p.promoted` | the promotion record into the stage | on promotion | HEAD/GET |
+//! | `sha256-<hex>.p2p.arrived` | when the digest arrived in the stage, when promoter did not put it there | its first signal there | GET by a decision |
+//! | `sha256-<hex>.p2p.promoted` | the promotion record into the stage (its time is the arrival) | on promotion | HEAD/GET (by a decision, when `arrived` is absent) |
 //!
 //! A decision reads these by name, so what it reads does not depend on how many other
 //! versions, tags or records the repository holds. Several instances recording signals of one
@@ -131,9 +131,27 @@ impl DigestRecords<'_> {
         .await
     }
 
-    /// When `digest` arrived in this stage, if promoter knows.
+    /// When `digest` arrived in this stage, if promoter knows: its first signal here (the
+    /// arrival record), else its promotion here (the promotion record says when).
     pub async fn arrival(&self, digest: &Digest) -> Result<Option<ArrivalRecord>, EvidenceError> {
-        read_record(self.client, self.repository, &arrived_tag(digest)).await
+        if let Some(arrival) =
+            read_record(self.client, self.repository, &arrived_tag(digest)).await?
+        {
+            return Ok(Some(arrival));
+        }
+        Ok(self
+            .promotion(digest)
+            .await?
+            .map(|promotion| ArrivalRecord {
+                time: promotion.time,
+                digest: promotion.digest,
+                tag: promotion
+                    .image
+                    .rsplit_once(':')
+                    .filter(|(_, tag)| !tag.contains('/'))
+                    .map(|(_, tag)| tag.to_owned()),
+                how: format!("promoted from {}", promotion.from_stage),
+            }))
     }
 
     /// Records when `digest` arrived (its first signal here, when promoter did not put it here).
@@ -175,16 +193,15 @@ impl DigestRecords<'_> {
         Ok(())
     }
 
-    /// Records the promotion of `digest` into this stage, and its arrival here, side by side;
-    /// the promotion record is also listed in the `sha256-<hex>` referrers tag, where standard
-    /// tools look on registries without the referrers API. [`DigestRecords::prepare`] must have
-    /// run.
+    /// Records the promotion of `digest` into this stage, which is also when it arrived here
+    /// ([`DigestRecords::arrival`] reads it so); the record is also listed in the `sha256-<hex>`
+    /// referrers tag, where standard tools look on registries without the referrers API.
+    /// [`DigestRecords::prepare`] must have run.
     pub async fn record_promotion(
         &self,
         digest: &Digest,
         subject: &Descriptor,
         record: &PromotionRecord,
-        arrival: &ArrivalRecord,
     ) -> Result<(), EvidenceError> {
         let tag = promoted_tag(digest);
         let annotations = serde_json::json!({
@@ -202,13 +219,7 @@ impl DigestRecords<'_> {
             },
             record,
         )?;
-        let arrived = arrived_tag(digest);
-        let arrival_manifest = arrival_manifest(self.repository, &arrived, subject, arrival)?;
-        let (promoted, _) = futures::future::try_join(
-            put_tags(self.client, self.repository, &manifest, &[&tag]),
-            put_tags(self.client, self.repository, &arrival_manifest, &[&arrived]),
-        )
-        .await?;
+        let promoted = put_tags(self.client, self.repository, &manifest, &[&tag]).await?;
         if !promoted.iter().any(|o| o.registry_tracks_subject) {
             // Without the referrers API, standard tools find referrers in the fallback tag. Its
             // update reads and rewrites a shared index; what a race between two instances

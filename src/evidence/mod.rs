@@ -261,19 +261,29 @@ async fn put_tags(
     Ok(pushed?)
 }
 
-/// The records' config blob in `repository`: mounted from `from` (another repository on the same
-/// host that has it) in one request where the registry allows, else uploaded if absent.
+/// The records' config blob in `repository`, placed once per repository and process: mounted,
+/// in one request where the registry allows, from a repository on the same host this process
+/// placed it in, else from `from` (one that probably has it, such as the previous stage);
+/// uploaded where it cannot be mounted.
 async fn put_empty_blob(
     client: &RegistryClient,
     repository: &Repository,
     from: Option<&Repository>,
 ) -> Result<(), RegistryError> {
     let digest = Digest::sha256_of(EMPTY_CONFIG);
-    if client.transport().blob_known(repository, &digest) {
-        return Ok(());
-    }
-    place_empty_blob(client, repository, from, &digest).await?;
-    client.transport().remember_blob(repository, &digest);
+    let transport = client.transport();
+    transport
+        .blob_placement(repository, &digest)
+        .get_or_try_init(|| async {
+            // A repository known to hold it beats one that probably does.
+            let home = transport
+                .blob_home(repository, &digest)
+                .or_else(|| from.cloned());
+            place_empty_blob(client, repository, home.as_ref(), &digest).await?;
+            transport.remember_blob_home(repository, &digest);
+            Ok::<_, RegistryError>(())
+        })
+        .await?;
     Ok(())
 }
 

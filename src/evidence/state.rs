@@ -475,6 +475,13 @@ pub struct ArrivalsIndex<'a> {
 }
 
 impl ArrivalsIndex<'_> {
+    /// Puts the entries' config blob in place ahead of [`ArrivalsIndex::add`], so that it can
+    /// go up beside other work.
+    pub async fn prepare(&self) -> Result<(), EvidenceError> {
+        put_empty_blob(self.client, self.repository, None).await?;
+        Ok(())
+    }
+
     pub async fn add(&self, entry: &ArrivalEntry) -> Result<(), EvidenceError> {
         let digest =
             Digest::try_from(entry.digest.as_str()).map_err(|e| EvidenceError::Encode {

@@ -14,14 +14,14 @@ use chrono::Utc;
 
 use crate::events::SignalKind;
 use crate::evidence::{
-    ArrivalRecord, CopySummary, DigestRecords, PromotedIndex, PromotionRecord, SignalRecord,
-    Toggle, ToggleLog, WaitingEntry, WaitingIndex,
+    ArrivalRecord, ArrivalsIndex, CopySummary, DigestRecords, PromotedIndex, PromotionRecord,
+    SignalRecord, Toggle, ToggleLog, WaitingEntry, WaitingIndex,
 };
 use crate::publish::{self, EvidenceRecord, TriggerRecord};
 use crate::registry::copy::Progress;
 use crate::registry::manifest::Descriptor;
 use crate::registry::{Copier, CopyOptions, CopyReport, ImageRef, RegistryError};
-use crate::rules::{self, Gate, Select, Skip, Verdict};
+use crate::rules::{self, Candidate, Destination, Gate, Select, Skip, Verdict};
 
 use super::job::Job;
 use super::outcome::{CandidateOutcome, Fate, PromoteError};
@@ -181,9 +181,15 @@ impl Service {
                 continue;
             }
             let candidate = &promotion_plan.candidates[i];
-            let gate = &candidate.gate;
             let fate = self
-                .promote_one(job, plan, promotion_plan, &plan.found[i], gate, trigger)
+                .promote_one(
+                    job,
+                    plan,
+                    promotion_plan,
+                    &plan.found[i],
+                    candidate,
+                    trigger,
+                )
                 .await?;
             if matches!(fate, Fate::Promoted { .. }) && promotion.select() == Select::Newest {
                 winner = Some(plan.found[i].digest.to_string());
@@ -207,10 +213,11 @@ impl Service {
         plan: &Plan<'_>,
         promotion_plan: &PromotionPlan<'_>,
         found: &Found,
-        gate: &Gate,
+        candidate: &Candidate,
         trigger: &TriggerRecord,
     ) -> Result<Fate, PromoteError> {
         let promotion = promotion_plan.promotion;
+        let gate = &candidate.gate;
         let (Some(tag), Some(subject)) = (&found.tag, &found.subject) else {
             return Ok(Fate::Skipped {
                 reason: "no version tag or manifest for the digest".into(),
@@ -219,7 +226,9 @@ impl Service {
         let place = &plan.place;
         let destination_repository = &promotion_plan.destination;
         let (source, destination) = references(plan, promotion_plan, found, tag);
-        let copier = copier(job, plan, promotion_plan)?;
+        let mut copier = copier(job, plan, promotion_plan)?;
+        // The plan has just looked: what it saw is what the copy starts from.
+        copier.options.destination_tag_seen_absent = candidate.destination == Destination::Absent;
         let destination_client = copier.destination;
         let index_repository = self.state.promoted(promotion.to(), &place.image_name)?;
         let index = PromotedIndex {
@@ -238,10 +247,22 @@ impl Service {
 
         // Claimed beside the copy: a concurrent decision for an older digest of this image sees
         // the claim and stands down.
+        let arrivals_repository = self.state.arrivals(promotion.to(), &place.image_name)?;
+        let arrivals = ArrivalsIndex {
+            client: job.client(&arrivals_repository)?,
+            repository: &arrivals_repository,
+        };
+        let prepared = async {
+            futures::future::try_join(
+                destination_records.prepare(Some(&place.repository)),
+                arrivals.prepare(),
+            )
+            .await
+        };
         let (copied, claimed, prepared) = tokio::join!(
             copier.copy(&source, &destination),
             index.claim(&found.digest, arrived_at),
-            destination_records.prepare(Some(&place.repository)),
+            prepared,
         );
         let report = match copied {
             Ok(report) => report,
@@ -331,36 +352,20 @@ impl Service {
             tag: Some(tag.to_string()),
             how: format!("promoted from {}", promotion.from()),
         };
-        let waits_there = self.waits_in(promotion.to());
-        let waiting_repository = self.state.waiting()?;
-        let recorded = async {
-            futures::future::try_join(
-                async {
-                    Ok::<_, PromoteError>(
-                        destination_records
-                            .record_promotion(&found.digest, &subject, &record, &arrival)
-                            .await?,
-                    )
-                },
-                self.index_arrival(job, promotion.to(), &place.image_name, &arrival),
-            )
-            .await?;
-            if waits_there {
-                // The digest now waits in the destination for the gates out of it that an
-                // alert or time can open.
-                WaitingIndex {
-                    client: job.client(&waiting_repository)?,
-                    repository: &waiting_repository,
-                }
-                .add(&WaitingEntry {
-                    stage: promotion.to().to_string(),
-                    image: place.image_name.clone(),
-                    digest: found.digest.to_string(),
-                })
-                .await?;
-            }
-            Ok::<_, PromoteError>(())
-        };
+        // The records, the arrival's index entries and (when an alert or time can open a gate
+        // out of the destination) the digest's place in the waiting index go up together: a
+        // failure of any is retried whole, by the redelivery's `announce_again`.
+        let recorded = futures::future::try_join3(
+            async {
+                Ok::<_, PromoteError>(
+                    destination_records
+                        .record_promotion(&found.digest, &subject, &record)
+                        .await?,
+                )
+            },
+            self.index_arrival(job, promotion.to(), &place.image_name, &arrival),
+            self.wait_in_destination(job, plan, promotion_plan, found),
+        );
         let (recorded, announced) = tokio::join!(
             recorded,
             self.announce_promotion(&record, &report, destination_repository)
@@ -388,6 +393,34 @@ impl Service {
             image: destination.to_string(),
             copy: report,
         })
+    }
+
+    /// Puts a digest just promoted in the waiting index of its destination, when a gate out of
+    /// the destination can open by an alert or by time (which no signal about the digest
+    /// brings).
+    async fn wait_in_destination(
+        &self,
+        job: &Job,
+        plan: &Plan<'_>,
+        promotion_plan: &PromotionPlan<'_>,
+        found: &Found,
+    ) -> Result<(), PromoteError> {
+        let stage = promotion_plan.promotion.to();
+        if !self.waits_in(stage) {
+            return Ok(());
+        }
+        let waiting_repository = self.state.waiting()?;
+        WaitingIndex {
+            client: job.client(&waiting_repository)?,
+            repository: &waiting_repository,
+        }
+        .add(&WaitingEntry {
+            stage: stage.to_string(),
+            image: plan.place.image_name.clone(),
+            digest: found.digest.to_string(),
+        })
+        .await?;
+        Ok(())
     }
 
     /// A digest the destination already holds with its promotion record: completes the copy
@@ -472,8 +505,12 @@ impl Service {
             {
                 record.attestation = Some(attestation);
             }
-            self.announce_promotion(&record, &report, destination_repository)
-                .await?;
+            futures::future::try_join(
+                self.announce_promotion(&record, &report, destination_repository),
+                // In case the first delivery failed between its records and this entry.
+                self.wait_in_destination(job, plan, promotion_plan, found),
+            )
+            .await?;
         }
         Ok(Fate::AlreadyPromoted {
             image: destination.to_string(),

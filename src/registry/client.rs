@@ -116,13 +116,22 @@ pub struct Transport {
     http: reqwest::Client,
     insecure_hosts: Arc<Vec<String>>,
     pub retry: RetryPolicy,
-    /// Blobs this process has seen in a repository (`repository@digest`): the small config blob
-    /// every evidence record names is checked once per repository, not before every record.
-    known_blobs: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Blobs this process has placed in a repository: the small config blob every evidence
+    /// record names is placed once per repository, not checked before every record.
+    known_blobs: Arc<std::sync::Mutex<KnownBlobs>>,
 }
 
 /// How many repository blobs the cache remembers before it starts again.
 const KNOWN_BLOBS: usize = 100_000;
+
+/// What [`Transport`] remembers of blobs: one cell per `repository@digest`, filled once the blob
+/// is placed there (writers that arrive together wait for the one placing it, rather than each
+/// uploading it), and per `host digest` a repository that holds it, to mount it from.
+#[derive(Debug, Default)]
+struct KnownBlobs {
+    placed: std::collections::HashMap<String, Arc<tokio::sync::OnceCell<()>>>,
+    homes: std::collections::HashMap<String, Repository>,
+}
 
 impl Transport {
     /// `insecure_hosts` are `host:port` entries reached over plain HTTP besides loopback
@@ -153,28 +162,56 @@ impl Transport {
         })
     }
 
-    /// Whether this process saw `digest` in `repository` (no request is made).
-    pub fn blob_known(&self, repository: &Repository, digest: &Digest) -> bool {
-        self.known_blobs
-            .lock()
-            .is_ok_and(|known| known.contains(&format!("{repository}@{digest}")))
+    /// The cell that is filled once `digest` is placed in `repository`: fill it with
+    /// `get_or_try_init`, so concurrent writers place the blob once.
+    pub fn blob_placement(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Arc<tokio::sync::OnceCell<()>> {
+        let Ok(mut known) = self.known_blobs.lock() else {
+            return Arc::default();
+        };
+        if known.placed.len() >= KNOWN_BLOBS {
+            known.placed.clear();
+        }
+        known
+            .placed
+            .entry(format!("{repository}@{digest}"))
+            .or_default()
+            .clone()
     }
 
-    /// Remembers that `repository` holds `digest`.
-    pub fn remember_blob(&self, repository: &Repository, digest: &Digest) {
+    /// A repository on `repository`'s host that this process placed or saw `digest` in, other
+    /// than `repository` itself: where to mount it from.
+    pub fn blob_home(&self, repository: &Repository, digest: &Digest) -> Option<Repository> {
+        let known = self.known_blobs.lock().ok()?;
+        known
+            .homes
+            .get(&format!("{} {digest}", repository.registry))
+            .filter(|home| *home != repository)
+            .cloned()
+    }
+
+    /// Remembers that `repository` holds `digest`, as the place to mount it from.
+    pub fn remember_blob_home(&self, repository: &Repository, digest: &Digest) {
         if let Ok(mut known) = self.known_blobs.lock() {
-            if known.len() >= KNOWN_BLOBS {
-                known.clear();
-            }
-            known.insert(format!("{repository}@{digest}"));
+            known.homes.insert(
+                format!("{} {digest}", repository.registry),
+                repository.clone(),
+            );
         }
     }
 
-    /// Forgets it again: the registry said the blob is unknown after all (a garbage collection
-    /// took it).
+    /// Forgets `digest` in `repository`: the registry said it is unknown after all (a garbage
+    /// collection took it). The next writer places it again.
     pub fn forget_blob(&self, repository: &Repository, digest: &Digest) {
         if let Ok(mut known) = self.known_blobs.lock() {
-            known.remove(&format!("{repository}@{digest}"));
+            known.placed.remove(&format!("{repository}@{digest}"));
+            let home = format!("{} {digest}", repository.registry);
+            if known.homes.get(&home) == Some(repository) {
+                known.homes.remove(&home);
+            }
         }
     }
 

@@ -36,6 +36,10 @@ pub struct CopyOptions {
     pub concurrency: usize,
     /// Copy referrers and cosign signature/attestation/SBOM tags.
     pub referrers: bool,
+    /// The caller found the destination tag absent a moment ago (a promotion's plan): the copy
+    /// does not look again. Looking again would not close the window either: a registry has no
+    /// compare-and-swap for tags, so a push can land between any look and the final write.
+    pub destination_tag_seen_absent: bool,
 }
 
 impl Default for CopyOptions {
@@ -44,6 +48,7 @@ impl Default for CopyOptions {
             dry_run: false,
             concurrency: 6,
             referrers: true,
+            destination_tag_seen_absent: false,
         }
     }
 }
@@ -144,6 +149,9 @@ impl Copier<'_> {
             .map(|t| t.to_string())
             .or_else(|| source.digest.as_ref().map(|d| d.to_string()));
         let (top, present) = match early_reference {
+            Some(_) if self.options.destination_tag_seen_absent && destination.tag.is_some() => {
+                (self.resolve_source(source).await?, None)
+            }
             Some(reference) => {
                 let (top, present) = tokio::join!(
                     self.resolve_source(source),

@@ -334,12 +334,6 @@ async fn a_referrers_endpoint_that_keeps_failing_stops_the_copy_before_the_tag()
 async fn the_records_config_blob_goes_up_despite_a_dropped_connection() {
     let registry = Registry::start(Auth::None);
     let proxy = FaultProxy::start(&registry.host()).await;
-    let transport = Transport::new(Vec::new()).expect("transport");
-    let client = transport.client(
-        proxy.host.as_str().try_into().expect("a host"),
-        Credential::Anonymous,
-        Vec::new(),
-    );
     let config = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
     let has_config = |repository: &str| {
         let url = format!("http://{}/v2/{repository}/blobs/{config}", registry.host());
@@ -351,23 +345,88 @@ async fn the_records_config_blob_goes_up_despite_a_dropped_connection() {
                 .is_ok_and(|r| r.status().is_success())
         }
     };
-    // Into a new upload session, and into the session a refused mount opened.
-    for (repository, mount_from) in [("prod/app", None), ("qa/app", Some("empty/app"))] {
+    let repository = |path: &str| {
+        Repository::try_from(format!("{}/{path}", proxy.host).as_str()).expect("a repository")
+    };
+    // Into a new upload session, and into the session a refused mount opened; each by a fresh
+    // process's transport, which knows no repository holding the blob yet.
+    let mut transports = Vec::new();
+    for (path, mount_from) in [("prod/app", None), ("qa/app", Some("empty/app"))] {
+        let transport = Transport::new(Vec::new()).expect("transport");
+        let client = transport.client(
+            proxy.host.as_str().try_into().expect("a host"),
+            Credential::Anonymous,
+            Vec::new(),
+        );
         proxy.inject("PUT", "/blobs/uploads/", Fault::DropConnection, 1);
-        let stage = Repository::try_from(format!("{}/{repository}", proxy.host).as_str())
-            .expect("a repository");
-        let from = mount_from.map(|from| {
-            Repository::try_from(format!("{}/{from}", proxy.host).as_str()).expect("a repository")
-        });
+        let from = mount_from.map(repository);
         evidence::DigestRecords {
             client: &client,
-            repository: &stage,
+            repository: &repository(path),
         }
         .prepare(from.as_ref())
         .await
-        .unwrap_or_else(|e| panic!("{repository}: {e}"));
-        assert!(has_config(repository).await, "{repository} lacks the blob");
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(has_config(path).await, "{path} lacks the blob");
+        transports.push(transport);
     }
     let seen = proxy.seen();
     assert_eq!(seen.iter().filter(|s| s.faulted).count(), 2, "{seen:?}");
+
+    // A transport that placed it once mounts it from there into the next repository: one request.
+    let client = transports[0].client(
+        proxy.host.as_str().try_into().expect("a host"),
+        Credential::Anonymous,
+        Vec::new(),
+    );
+    evidence::DigestRecords {
+        client: &client,
+        repository: &repository("staging/app"),
+    }
+    .prepare(None)
+    .await
+    .expect("mounted");
+    assert!(
+        has_config("staging/app").await,
+        "staging/app lacks the blob"
+    );
+    let after: Vec<String> = proxy.seen()[seen.len()..]
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(
+        after[0].contains("/v2/staging/app/blobs/uploads/")
+            && after[0].contains(&format!("mount={config}"))
+            && after[0].contains("from=prod/app"),
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_arriving_together_put_the_records_config_blob_up_once() {
+    let registry = Registry::start(Auth::None);
+    let proxy = FaultProxy::start(&registry.host()).await;
+    let transport = Transport::new(Vec::new()).expect("transport");
+    let client = transport.client(
+        proxy.host.as_str().try_into().expect("a host"),
+        Credential::Anonymous,
+        Vec::new(),
+    );
+    let stage =
+        Repository::try_from(format!("{}/prod/app", proxy.host).as_str()).expect("a repository");
+    let records = evidence::DigestRecords {
+        client: &client,
+        repository: &stage,
+    };
+    let prepared = futures::future::join_all((0..8).map(|_| records.prepare(None))).await;
+    assert!(prepared.iter().all(Result::is_ok), "{prepared:?}");
+    let uploads: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .map(|s| s.path)
+        .filter(|path| path.contains("/blobs/"))
+        .collect();
+    // One look (absent), one session, one PUT: not eight of each.
+    assert_eq!(uploads.len(), 3, "{uploads:?}");
 }

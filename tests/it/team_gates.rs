@@ -72,13 +72,14 @@ fn promoted_at(harness: &Harness, image: &str, tag: &str) -> chrono::DateTime<ch
     )
 }
 
-/// When `image:tag` arrived in extended-test, as promoter recorded it.
+/// When `image:tag` arrived in extended-test, as promoter recorded it: promoter put it there,
+/// so its promotion record says when.
 fn arrived_at(harness: &Harness, image: &str, tag: &str) -> chrono::DateTime<chrono::Utc> {
     let digest = harness.digest(image, tag).replace(':', "-");
     time_of(
         &record(
             &harness.repository("extended-test", image),
-            &format!("{digest}.p2p.arrived"),
+            &format!("{digest}.p2p.promoted"),
         )["time"],
     )
 }
