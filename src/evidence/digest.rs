@@ -132,12 +132,20 @@ impl DigestRecords<'_> {
     }
 
     /// When `digest` arrived in this stage, if promoter knows: its first signal here (the
-    /// arrival record), else its promotion here (the promotion record says when).
-    pub async fn arrival(&self, digest: &Digest) -> Result<Option<ArrivalRecord>, EvidenceError> {
+    /// arrival record), else, in a stage promotions lead into (`promoted_into`), its promotion
+    /// here (the promotion record says when).
+    pub async fn arrival(
+        &self,
+        digest: &Digest,
+        promoted_into: bool,
+    ) -> Result<Option<ArrivalRecord>, EvidenceError> {
         if let Some(arrival) =
             read_record(self.client, self.repository, &arrived_tag(digest)).await?
         {
             return Ok(Some(arrival));
+        }
+        if !promoted_into {
+            return Ok(None);
         }
         Ok(self
             .promotion(digest)

@@ -144,11 +144,15 @@ impl Service {
             };
             Ok::<_, PromoteError>(log.list().await?)
         };
-        let found = futures::future::try_join_all(
-            candidates
-                .into_iter()
-                .map(|known| find(records, known, &kinds, &approving)),
-        );
+        let found = futures::future::try_join_all(candidates.into_iter().map(|known| {
+            find(
+                records,
+                known,
+                &kinds,
+                &approving,
+                self.pipeline.is_promoted_into(place.stage.as_str()),
+            )
+        }));
         let destinations = futures::future::try_join_all(
             promotions
                 .iter()
@@ -284,6 +288,7 @@ async fn find(
     known: Known,
     kinds: &[SignalKind],
     approving: &[StageName],
+    promoted_into: bool,
 ) -> Result<Found, PromoteError> {
     let digest = known.digest.clone();
     let subject = async {
@@ -301,7 +306,7 @@ async fn find(
     let arrival = async {
         match known.arrival.clone() {
             Some(arrival) => Ok(Some(arrival)),
-            None => Ok::<_, PromoteError>(records.arrival(&digest).await?),
+            None => Ok::<_, PromoteError>(records.arrival(&digest, promoted_into).await?),
         }
     };
     let own = |kind: &SignalKind| {

@@ -69,7 +69,12 @@ impl Service {
             repository: &place.repository,
         };
         let record = signal_record(signal, located, &digest, self.now());
-        let known_arrival = records.arrival(&digest).await?;
+        let known_arrival = records
+            .arrival(
+                &digest,
+                self.pipeline.is_promoted_into(place.stage.as_str()),
+            )
+            .await?;
         let first_arrival = known_arrival
             .is_none()
             .then(|| evidence::digest::first_signal_arrival(&digest, &record, self.now()));

@@ -467,6 +467,12 @@ impl Pipeline {
     }
 
     /// Promotions out of `stage`, in definition order (a stage may have several).
+    /// Whether some promotion leads into `stage` (so a digest there may have been put there by
+    /// promoter, with a promotion record).
+    pub fn is_promoted_into(&self, stage: &str) -> bool {
+        self.promotions.iter().any(|p| p.to == stage)
+    }
+
     pub fn promotions_from<'a>(&'a self, stage: &'a str) -> impl Iterator<Item = &'a Promotion> {
         self.promotions.iter().filter(move |p| p.from == stage)
     }
