@@ -277,13 +277,15 @@ async fn put_empty_blob(
         .get_or_try_init(|| async {
             // A repository known to hold it beats one that probably does.
             let home = transport
-                .blob_home(repository, &digest)
+                .blob_home(repository, &digest, |home| client.may_pull(home))
                 .or_else(|| from.cloned());
             place_empty_blob(client, repository, home.as_ref(), &digest).await?;
-            transport.remember_blob_home(repository, &digest);
             Ok::<_, RegistryError>(())
         })
         .await?;
+    // Placed now or before: the most recently used repositories are the first homes tried, so
+    // the shared ones every job may pull from (the waiting and images indexes) stay among them.
+    transport.remember_blob_home(repository, &digest);
     Ok(())
 }
 

@@ -316,6 +316,9 @@ impl Service {
         place: &Place,
         promotions: &[&Promotion],
     ) -> Result<Vec<(Repository, Access)>, PromoteError> {
+        // Every repository the job may touch, so that one token covers them all: a registry
+        // behind token auth answers a repository outside the token's scope with a challenge,
+        // and each challenge costs another token request.
         let mut repositories = vec![
             (place.repository.clone(), Access::Write),
             (
@@ -323,6 +326,11 @@ impl Service {
                 Access::Own,
             ),
             (self.state.waiting()?, Access::Own),
+            (
+                self.state.arrivals(&place.stage, &place.image_name)?,
+                Access::Own,
+            ),
+            (self.state.images()?, Access::Write),
         ];
         for promotion in promotions {
             repositories.push((
@@ -333,6 +341,11 @@ impl Service {
                 self.state.promoted(promotion.to(), &place.image_name)?,
                 Access::Own,
             ));
+            repositories.push((
+                self.state.arrivals(promotion.to(), &place.image_name)?,
+                Access::Own,
+            ));
+            repositories.push((self.state.freezes(promotion.to())?, Access::Read));
         }
         Ok(repositories)
     }

@@ -130,8 +130,14 @@ const KNOWN_BLOBS: usize = 100_000;
 #[derive(Debug, Default)]
 struct KnownBlobs {
     placed: std::collections::HashMap<String, Arc<tokio::sync::OnceCell<()>>>,
-    homes: std::collections::HashMap<String, Repository>,
+    /// Most recent first, at most [`BLOB_HOMES`] per `host digest`.
+    homes: std::collections::HashMap<String, Vec<Repository>>,
 }
+
+/// How many repositories holding a blob [`KnownBlobs`] remembers per host: enough that a job
+/// finds one among its own repositories (a mount source outside the job's token scope would
+/// cost another token).
+const BLOB_HOMES: usize = 16;
 
 impl Transport {
     /// `insecure_hosts` are `host:port` entries reached over plain HTTP besides loopback
@@ -182,24 +188,34 @@ impl Transport {
             .clone()
     }
 
-    /// A repository on `repository`'s host that this process placed or saw `digest` in, other
-    /// than `repository` itself: where to mount it from.
-    pub fn blob_home(&self, repository: &Repository, digest: &Digest) -> Option<Repository> {
+    /// A repository on `repository`'s host that this process placed `digest` in, other than
+    /// `repository` itself, and that `usable` accepts (one the job may pull from): where to
+    /// mount it from.
+    pub fn blob_home(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        usable: impl Fn(&Repository) -> bool,
+    ) -> Option<Repository> {
         let known = self.known_blobs.lock().ok()?;
         known
             .homes
-            .get(&format!("{} {digest}", repository.registry))
-            .filter(|home| *home != repository)
+            .get(&format!("{} {digest}", repository.registry))?
+            .iter()
+            .find(|home| *home != repository && usable(home))
             .cloned()
     }
 
-    /// Remembers that `repository` holds `digest`, as the place to mount it from.
+    /// Remembers that `repository` holds `digest`, as a place to mount it from.
     pub fn remember_blob_home(&self, repository: &Repository, digest: &Digest) {
         if let Ok(mut known) = self.known_blobs.lock() {
-            known.homes.insert(
-                format!("{} {digest}", repository.registry),
-                repository.clone(),
-            );
+            let homes = known
+                .homes
+                .entry(format!("{} {digest}", repository.registry))
+                .or_default();
+            homes.retain(|home| home != repository);
+            homes.insert(0, repository.clone());
+            homes.truncate(BLOB_HOMES);
         }
     }
 
@@ -208,9 +224,11 @@ impl Transport {
     pub fn forget_blob(&self, repository: &Repository, digest: &Digest) {
         if let Ok(mut known) = self.known_blobs.lock() {
             known.placed.remove(&format!("{repository}@{digest}"));
-            let home = format!("{} {digest}", repository.registry);
-            if known.homes.get(&home) == Some(repository) {
-                known.homes.remove(&home);
+            if let Some(homes) = known
+                .homes
+                .get_mut(&format!("{} {digest}", repository.registry))
+            {
+                homes.retain(|home| home != repository);
             }
         }
     }
@@ -273,6 +291,7 @@ impl Transport {
             base,
             credential,
             scopes,
+            challenged_scopes: std::sync::Mutex::new(Vec::new()),
             authorization: Mutex::new(None),
             lacks_referrers_api: AtomicBool::new(false),
         }
@@ -315,6 +334,9 @@ pub struct RegistryClient {
     base: String,
     credential: Credential,
     scopes: Vec<String>,
+    /// Scopes the registry's challenges asked for beyond `scopes`: kept, so that each later
+    /// token covers them too rather than trading one for another.
+    challenged_scopes: std::sync::Mutex<Vec<String>>,
     /// The `Authorization` header value learned from the registry's challenge.
     authorization: Mutex<Option<Secret>>,
     /// The registry answered 404 to the referrers API once: it does not have it (OCI
@@ -345,6 +367,20 @@ enum Head {
 }
 
 impl RegistryClient {
+    /// Whether this job's token scopes let it pull from `repository` (so that a mount from it
+    /// needs no other token).
+    pub fn may_pull(&self, repository: &Repository) -> bool {
+        if repository.registry != self.registry {
+            return false;
+        }
+        let prefix = format!("repository:{}:", repository.path);
+        self.scopes.iter().any(|scope| {
+            scope
+                .strip_prefix(&prefix)
+                .is_some_and(|actions| actions.split(',').any(|a| a == "pull"))
+        })
+    }
+
     pub fn registry(&self) -> &RegistryHost {
         &self.registry
     }
@@ -517,10 +553,26 @@ impl RegistryClient {
         if let Some(service) = challenge.param("service") {
             query.push(("service", service));
         }
+        let challenged: Vec<String> = match self.challenged_scopes.lock() {
+            Ok(mut challenged) => {
+                if let Some(asked) = challenge.param("scope") {
+                    for scope in asked.split(' ').filter(|s| !s.is_empty()) {
+                        if !self.scopes.iter().any(|s| s == scope)
+                            && !challenged.iter().any(|s| s == scope)
+                        {
+                            challenged.push(scope.to_owned());
+                        }
+                    }
+                }
+                challenged.clone()
+            }
+            Err(_) => challenge
+                .param("scope")
+                .map(|asked| asked.split(' ').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        };
         let mut scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
-        if let Some(asked) = challenge.param("scope") {
-            scopes.extend(asked.split(' '));
-        }
+        scopes.extend(challenged.iter().map(String::as_str));
         scopes.sort_unstable();
         scopes.dedup();
         query.extend(scopes.iter().map(|s| ("scope", *s)));

@@ -373,11 +373,15 @@ async fn the_records_config_blob_goes_up_despite_a_dropped_connection() {
     let seen = proxy.seen();
     assert_eq!(seen.iter().filter(|s| s.faulted).count(), 2, "{seen:?}");
 
-    // A transport that placed it once mounts it from there into the next repository: one request.
+    // A transport that placed it once mounts it from there into the next repository of a job
+    // that may pull from there: one request.
     let client = transports[0].client(
         proxy.host.as_str().try_into().expect("a host"),
         Credential::Anonymous,
-        Vec::new(),
+        vec![
+            "repository:staging/app:pull,push".to_owned(),
+            "repository:prod/app:pull".to_owned(),
+        ],
     );
     evidence::DigestRecords {
         client: &client,
@@ -399,6 +403,31 @@ async fn the_records_config_blob_goes_up_despite_a_dropped_connection() {
         after[0].contains("/v2/staging/app/blobs/uploads/")
             && after[0].contains(&format!("mount={config}"))
             && after[0].contains("from=prod/app"),
+        "{after:?}"
+    );
+
+    // A job whose token may not pull from any repository known to hold it does not mount from
+    // one (behind token auth that would cost another token): it uploads.
+    let before = proxy.seen().len();
+    let client = transports[0].client(
+        proxy.host.as_str().try_into().expect("a host"),
+        Credential::Anonymous,
+        vec!["repository:other/app:pull,push".to_owned()],
+    );
+    evidence::DigestRecords {
+        client: &client,
+        repository: &repository("other/app"),
+    }
+    .prepare(None)
+    .await
+    .expect("uploaded");
+    assert!(has_config("other/app").await, "other/app lacks the blob");
+    let after: Vec<String> = proxy.seen()[before..]
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert!(
+        after.iter().all(|path| !path.contains("mount=")),
         "{after:?}"
     );
 }

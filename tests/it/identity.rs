@@ -382,3 +382,69 @@ async fn a_docker_credential_helper_is_asked_as_docker_asks_it() {
     );
     assert!(!stderr(&output).contains("helper-pass"));
 }
+
+/// The service behind a registry with token auth (Artifact Registry's manner, the access token
+/// from the metadata server as on Cloud Run): each decision's job asks the realm once, whatever
+/// repositories of the stages and of promoter's state it touches, and however many images the
+/// process has promoted before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_asks_the_token_realm_once_per_promotion() {
+    use crate::support::service::{Message, ServiceProcess};
+    let work = tempfile::tempdir().expect("temp dir");
+    let (metadata, metadata_address) = MetadataServer::start().await;
+    let issued = metadata.clone();
+    let accept =
+        move |token: &str| token == "seed-token" || issued.issued().iter().any(|t| t == token);
+    let (registry, realm) = token_registry(work.path(), "127.0.0.1", accept).await;
+    let host = registry.host();
+    let creds = "oauth2accesstoken:seed-token";
+    let images = ["app", "other", "third"];
+    for image in images {
+        seed(
+            work.path(),
+            &format!("{host}/fast-feedback/{image}"),
+            "1.0.0",
+            &["--sign", "--platforms", "2"],
+            Some(creds),
+        );
+    }
+    let docker = work.path().join("docker");
+    std::fs::create_dir_all(&docker).expect("docker dir");
+    std::fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"credHelpers": {host.clone(): "gcloud"}}).to_string(),
+    )
+    .expect("docker config");
+    let service = ServiceProcess::start(&[
+        ("REGISTRY", host.clone()),
+        ("PROMOTER_PUSH_AUTH", "none".to_owned()),
+        ("GCE_METADATA_HOST", metadata_address.to_string()),
+        ("DOCKER_CONFIG", docker.display().to_string()),
+    ])
+    .await;
+    for image in images {
+        let asked_before = realm.seen().len();
+        let (status, answer) = service
+            .post(
+                &Message::binary_cloudevent(
+                    "test-passed",
+                    serde_json::json!({"image": format!("{host}/fast-feedback/{image}:1.0.0")}),
+                )
+                .wrapped_push(),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["decision"].as_str()),
+            (200, Some("promoted")),
+            "{answer}"
+        );
+        let asked: Vec<_> = realm.seen().into_iter().skip(asked_before).collect();
+        assert_eq!(asked.len(), 1, "{image}: token requests {asked:?}");
+        assert_same_bytes(
+            &format!("{host}/fast-feedback/{image}"),
+            &format!("{host}/extended-test/{image}"),
+            &["1.0.0".into()],
+            Some(creds),
+        );
+    }
+}
