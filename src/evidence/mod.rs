@@ -168,6 +168,18 @@ pub struct ArrivalRecord {
     pub how: String,
 }
 
+impl ArrivalRecord {
+    /// The arrival a promotion made: the promotion record's time is the digest's arrival.
+    pub fn of_promotion(record: &PromotionRecord, tag: &str) -> Self {
+        Self {
+            time: record.time,
+            digest: record.digest.clone(),
+            tag: Some(tag.to_string()),
+            how: format!("promoted from {}", record.from_stage),
+        }
+    }
+}
+
 /// Sixteen hex digits naming an event: its source and id (CloudEvents: unique together).
 fn event_hash(source: &str, id: &str) -> String {
     short_hash(&[source, id], 8)

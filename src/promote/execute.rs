@@ -245,8 +245,6 @@ impl Service {
             .map(|a| a.time)
             .unwrap_or_else(|| self.now());
 
-        // Claimed beside the copy: a concurrent decision for an older digest of this image sees
-        // the claim and stands down.
         let arrivals_repository = self.state.arrivals(promotion.to(), &place.image_name)?;
         let arrivals = ArrivalsIndex {
             client: job.client(&arrivals_repository)?,
@@ -259,6 +257,8 @@ impl Service {
             )
             .await
         };
+        // Claimed beside the copy: a concurrent decision for an older digest of this image sees
+        // the claim and stands down.
         let (copied, claimed, prepared) = tokio::join!(
             copier.copy(&source, &destination),
             index.claim(&found.digest, arrived_at),
@@ -346,15 +346,11 @@ impl Service {
             copy: Some(CopySummary::from(&report)),
             attestation,
         };
-        let arrival = ArrivalRecord {
-            time: now,
-            digest: found.digest.to_string(),
-            tag: Some(tag.to_string()),
-            how: format!("promoted from {}", promotion.from()),
-        };
+        let arrival = ArrivalRecord::of_promotion(&record, tag.as_str());
         // The records, the arrival's index entries and (when an alert or time can open a gate
-        // out of the destination) the digest's place in the waiting index go up together: a
-        // failure of any is retried whole, by the redelivery's `announce_again`.
+        // out of the destination) the digest's place in the waiting index go up together. When
+        // one fails after the promotion record is in, the redelivery finds the record and
+        // `announce_again` writes the others again.
         let recorded = futures::future::try_join3(
             async {
                 Ok::<_, PromoteError>(
@@ -505,9 +501,16 @@ impl Service {
             {
                 record.attestation = Some(attestation);
             }
-            futures::future::try_join(
+            // In case the first delivery failed between its promotion record and these.
+            let arrival = ArrivalRecord::of_promotion(&record, tag.as_str());
+            futures::future::try_join3(
                 self.announce_promotion(&record, &report, destination_repository),
-                // In case the first delivery failed between its records and this entry.
+                self.index_arrival(
+                    job,
+                    promotion_plan.promotion.to(),
+                    &plan.place.image_name,
+                    &arrival,
+                ),
                 self.wait_in_destination(job, plan, promotion_plan, found),
             )
             .await?;

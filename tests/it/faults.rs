@@ -459,3 +459,82 @@ async fn writers_arriving_together_put_the_records_config_blob_up_once() {
     // One look (absent), one session, one PUT: not eight of each.
     assert_eq!(uploads.len(), 3, "{uploads:?}");
 }
+
+/// A promotion whose waiting-index entry could not be written (the registry failing that write
+/// through every retry) is answered 503; its redelivery finds the promotion recorded and writes
+/// the entry, so a gate that opens by time alone still opens: `promoter reconcile` promotes the
+/// digest to prod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_waiting_entry_is_written_again_by_the_redelivery() {
+    use crate::support::service::{Message, ServiceProcess};
+    let registry = Registry::start(Auth::None);
+    let proxy = FaultProxy::start(&registry.host()).await;
+    let work = tempfile::tempdir().expect("temp dir");
+    seed(
+        work.path(),
+        &format!("{}/fast-feedback/app", registry.host()),
+        "1.0.0",
+        &[],
+        None,
+    );
+    let rules = work.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "stages:\n  - name: fast-feedback\n    registry: {host}\n  - name: extended-test\n    registry: {host}\n  - name: prod\n    registry: {host}\npromotions:\n  - from: fast-feedback\n    to: extended-test\n    require: [test-passed]\n  - from: extended-test\n    to: prod\n    require: []\n    min_time_in_stage: 1s\n",
+            host = proxy.host
+        ),
+    )
+    .expect("rules file");
+    let environment = [
+        ("REGISTRY", proxy.host.clone()),
+        ("PROMOTER_CONFIG", rules.display().to_string()),
+        ("PROMOTER_PUSH_AUTH", "none".to_owned()),
+    ];
+    let service = ServiceProcess::start(&environment).await;
+    // Every attempt at the waiting entry fails (the client makes 5).
+    proxy.inject(
+        "PUT",
+        "/v2/promoter-state/waiting/manifests/",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        5,
+    );
+    let request = Message::binary_cloudevent(
+        "test-passed",
+        serde_json::json!({"image": format!("{}/fast-feedback/app:1.0.0", proxy.host)}),
+    )
+    .wrapped_push();
+    let (status, answer) = service.post(&request).await;
+    assert_eq!(status, 503, "{answer}");
+    let (status, answer) = service.post(&request).await;
+    assert_eq!(
+        (status, answer["decision"].as_str()),
+        (200, Some("already-promoted")),
+        "{answer}"
+    );
+
+    let mut promoter = Promoter::new();
+    for (name, value) in &environment {
+        promoter = promoter.env(name, value.clone());
+    }
+    let prod = format!("{}/prod/app:1.0.0", registry.host());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while skopeo_raw(&prod, None).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reconcile never promoted the digest to prod"
+        );
+        let output = promoter.run(&["reconcile"]).await;
+        assert!(output.status.success(), "{}", stderr(&output));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_same_bytes(
+        &format!("{}/fast-feedback/app", registry.host()),
+        &format!("{}/prod/app", registry.host()),
+        &["1.0.0".into()],
+        None,
+    );
+}
