@@ -37,7 +37,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import hclutil  # noqa: E402
-from policy import literal_locals, locals_text, substitute  # noqa: E402
+from policy import literal_locals, locals_text, split_top, substitute  # noqa: E402
 
 SAMPLES = pathlib.Path("infra/checks/samples/decision-log.jsonl")  # under ROOT
 # Keys Cloud Logging lifts out of a structured line into the LogEntry (not in jsonPayload).
@@ -74,36 +74,7 @@ def camel(name: str) -> str:
 
 def macro_args(text: str, start: int) -> list[str]:
     """Top-level arguments of the macro call whose "(" is at text[start]."""
-    args, current, depth, i, quoted = [], [], 0, start, False
-    while i < len(text):
-        c = text[i]
-        if quoted:
-            current.append(c)
-            if c == "\\":
-                current.append(text[i + 1])
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-            current.append(c)
-        elif c in "([{":
-            depth += 1
-            if depth > 1:
-                current.append(c)
-        elif c in ")]}":
-            depth -= 1
-            if depth == 0:
-                args.append("".join(current).strip())
-                return [a for a in args if a]
-            current.append(c)
-        elif c == "," and depth == 1:
-            args.append("".join(current).strip())
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    return [a for a in args if a]
+    return [a for a in split_top(text[start + 1 :]) if a]
 
 
 def logged_by_source(root: pathlib.Path) -> tuple[set[str], set[str]]:

@@ -106,7 +106,8 @@ def resolve(value, local_values: dict[str, str]) -> str:
 
 
 def split_top(text: str) -> list[str]:
-    """text split at the commas outside brackets and strings."""
+    """text split at the commas outside brackets and strings, up to a closing bracket that
+    opens nowhere in it (the end of a call whose arguments text starts with)."""
     parts: list[str] = []
     current: list[str] = []
     depth = 0
@@ -128,6 +129,8 @@ def split_top(text: str) -> list[str]:
             depth += 1
             current.append(c)
         elif c in ")]}":
+            if depth == 0:
+                break
             depth -= 1
             current.append(c)
         elif c == "," and depth == 0:

@@ -358,6 +358,25 @@ fn record_of<T: for<'de> Deserialize<'de>>(manifest: &RawManifest) -> Option<T> 
         .and_then(|record| serde_json::from_str(record).ok())
 }
 
+/// Deletes the entries under `tags` whose content is not known here: each tag's digest is read
+/// first (a registry deletes manifests by digest). Best-effort, as [`delete_entries`].
+async fn delete_tagged_entries<'a>(
+    client: &RegistryClient,
+    repository: &Repository,
+    tags: impl IntoIterator<Item = &'a str>,
+) {
+    let digests = futures::future::join_all(
+        tags.into_iter()
+            .map(|tag| client.head_manifest(repository, tag)),
+    )
+    .await;
+    let digests: Vec<Digest> = digests
+        .into_iter()
+        .filter_map(|d| d.ok().flatten())
+        .collect();
+    delete_entries(client, repository, &digests).await;
+}
+
 /// Deletes index entries that are obsolete. Cleaning up never fails a decision: a registry that
 /// refuses deletes (distribution without `storage.delete.enabled`, an identity without
 /// `roles/artifactregistry.repoAdmin` on the state repository) only leaves the index longer,

@@ -23,8 +23,9 @@ use crate::registry::{Digest, RegistryClient, RegistryHost, Repository};
 use crate::rules::StageName;
 
 use super::{
-    Artifact, EvidenceError, INDEX_ARTIFACT_TYPE, SIGNAL_ARTIFACT_TYPE, delete_entries, event_hash,
-    format_time, parse_time, put_empty_blob, put_tags, read_record, record_manifest, short_hash,
+    Artifact, EvidenceError, INDEX_ARTIFACT_TYPE, SIGNAL_ARTIFACT_TYPE, delete_entries,
+    delete_tagged_entries, event_hash, format_time, parse_time, put_empty_blob, put_tags,
+    read_record, record_manifest, short_hash,
 };
 
 /// Where promoter keeps its indexes: a registry host and a path below it.
@@ -223,17 +224,12 @@ impl ToggleLog<'_> {
             return;
         }
         // A record's content (event id, source) is not in its tag: its digest is read.
-        let digests = futures::future::join_all(
-            obsolete
-                .iter()
-                .map(|r| self.client.head_manifest(self.repository, &r.tag)),
+        delete_tagged_entries(
+            self.client,
+            self.repository,
+            obsolete.iter().map(|r| r.tag.as_str()),
         )
         .await;
-        let digests: Vec<Digest> = digests
-            .into_iter()
-            .filter_map(|d| d.ok().flatten())
-            .collect();
-        delete_entries(self.client, self.repository, &digests).await;
     }
 }
 
@@ -522,17 +518,14 @@ impl ArrivalsIndex<'_> {
         if listed.len() <= ARRIVALS_KEPT {
             return;
         }
-        let digests = futures::future::join_all(
+        delete_tagged_entries(
+            self.client,
+            self.repository,
             listed[ARRIVALS_KEPT..]
                 .iter()
-                .map(|(_, _, tag)| self.client.head_manifest(self.repository, tag)),
+                .map(|(_, _, tag)| tag.as_str()),
         )
         .await;
-        let digests: Vec<Digest> = digests
-            .into_iter()
-            .filter_map(|d| d.ok().flatten())
-            .collect();
-        delete_entries(self.client, self.repository, &digests).await;
     }
 }
 

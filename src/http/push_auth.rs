@@ -856,10 +856,13 @@ c4JciaFReImNx+c1ORmHqD5sJWPjCk3Vwb7jKQlcVWJiSBK65pE=\n\
 
     #[tokio::test]
     async fn verify_with_unreachable_key_set_is_transient() {
-        // A port that was just free: nothing listens there.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
+        // A port held by this test and never listened on: connecting is refused, and nothing
+        // else can take the port while the test runs.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
         let auth = PushAuth::new(
             PushAuthMode::Verify,
             Some(AUDIENCE.into()),

@@ -306,15 +306,9 @@ impl Service {
         }
 
         let now = self.now();
-        // The copy's top manifest is the subject: the same bytes in both stages.
         let subject = Descriptor {
-            media_type: report.media_type.clone(),
-            digest: found.digest.to_string(),
             size: report.manifest_size.max(subject.size),
-            artifact_type: None,
-            annotations: None,
-            platform: None,
-            urls: None,
+            ..copied_subject(&report)
         };
         // Attested before it is recorded and announced: a promotion that is announced is
         // attested.
@@ -459,15 +453,7 @@ impl Service {
         )
         .await?;
         if let Some(mut record) = record {
-            let subject = Descriptor {
-                media_type: report.media_type.clone(),
-                digest: found.digest.to_string(),
-                size: report.manifest_size,
-                artifact_type: None,
-                annotations: None,
-                platform: None,
-                urls: None,
-            };
+            let subject = copied_subject(&report);
             // The records the gate is open on now, else those the promotion recorded.
             let satisfied_by: Vec<rules::Record> = match gate {
                 Gate::Open { satisfied_by } => satisfied_by.clone(),
@@ -689,6 +675,20 @@ impl Service {
             .await
             .map(|_| ())
             .map_err(failed)
+    }
+}
+
+/// The copy's top manifest, the subject of what is recorded about the promotion: the same bytes
+/// in both stages.
+fn copied_subject(report: &CopyReport) -> Descriptor {
+    Descriptor {
+        media_type: report.media_type.clone(),
+        digest: report.digest.to_string(),
+        size: report.manifest_size,
+        artifact_type: None,
+        annotations: None,
+        platform: None,
+        urls: None,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::events::{Delivery, EventsError, RawSignal, Vocabulary};
 use crate::evidence::{self, StateRepository};
 use crate::publish::{self, EventPublisher, PublishError, TriggerRecord};
 use crate::registry::auth::IdentityChoice;
-use crate::registry::{Repository, Transport};
+use crate::registry::{RegistryError, Repository, Transport};
 use crate::rules::{Pipeline, Promotion, StageName};
 
 /// Reads the time: `Utc::now` in production; tests may hold it still or move it.
@@ -356,7 +356,15 @@ impl Service {
         promotions: &[&Promotion],
     ) -> Result<Job, PromoteError> {
         let repositories = self.job_repositories(place, promotions)?;
-        Ok(Job::new(&self.transport, &self.identity, &repositories).await?)
+        Ok(self.job_for(&repositories).await?)
+    }
+
+    /// A job touching exactly `repositories`, with this service's identity.
+    pub(crate) async fn job_for(
+        &self,
+        repositories: &[(Repository, Access)],
+    ) -> Result<Job, RegistryError> {
+        Job::new(&self.transport, &self.identity, repositories).await
     }
 
     /// Holds this process's lock on every destination of `promotions` for the image.

@@ -128,15 +128,12 @@ impl Service {
         let now = self.now();
         let images_repository = self.state.images()?;
         let waiting_repository = self.state.waiting()?;
-        let index_job = Job::new(
-            &self.transport,
-            &self.identity,
-            &[
+        let index_job = self
+            .job_for(&[
                 (images_repository.clone(), Access::Read),
                 (waiting_repository.clone(), Access::Read),
-            ],
-        )
-        .await?;
+            ])
+            .await?;
         let (images, waiting) = futures::future::try_join(
             async {
                 ImagesIndex {
@@ -200,12 +197,9 @@ impl Service {
     ) -> Result<(ImageView, Vec<(String, Vec<evidence::ArrivalEntry>)>), PromoteError> {
         let now = self.now();
         let waiting_repository = self.state.waiting()?;
-        let index_job = Job::new(
-            &self.transport,
-            &self.identity,
-            &[(waiting_repository.clone(), Access::Read)],
-        )
-        .await?;
+        let index_job = self
+            .job_for(&[(waiting_repository.clone(), Access::Read)])
+            .await?;
         let group_of = |stage: &str| WaitingEntry::group(stage, image);
         let listed = WaitingIndex {
             client: index_job.client(&waiting_repository)?,
@@ -237,12 +231,9 @@ impl Service {
                 repository,
             };
             let arrivals_repository = self.state.arrivals(&place.stage, image)?;
-            let job = Job::new(
-                &self.transport,
-                &self.identity,
-                &[(arrivals_repository.clone(), Access::Read)],
-            )
-            .await?;
+            let job = self
+                .job_for(&[(arrivals_repository.clone(), Access::Read)])
+                .await?;
             let index = ArrivalsIndex {
                 client: job.client(&arrivals_repository)?,
                 repository: &arrivals_repository,
@@ -287,7 +278,7 @@ impl Service {
             repositories.push((self.state.promoted(&place.stage, image)?, Access::Read));
             repositories.push((self.state.freezes(&place.stage)?, Access::Read));
         }
-        let job = Job::new(&self.transport, &self.identity, &repositories).await?;
+        let job = self.job_for(&repositories).await?;
 
         let cells = futures::future::try_join_all(
             places.iter().map(|place| self.stage_arrivals(&job, place)),

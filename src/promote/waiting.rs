@@ -33,12 +33,7 @@ impl Service {
         };
         let stage = stage.name().clone();
         let repository = self.state.freezes(&stage)?;
-        let job = Job::new(
-            &self.transport,
-            &self.identity,
-            &[(repository.clone(), Access::Own)],
-        )
-        .await?;
+        let job = self.job_for(&[(repository.clone(), Access::Own)]).await?;
         let log = ToggleLog {
             client: job.client(&repository)?,
             repository: &repository,
@@ -187,12 +182,9 @@ impl Service {
         trigger: &TriggerRecord,
     ) -> Result<Answer, PromoteError> {
         let waiting_repository = self.state.waiting()?;
-        let index_job = Job::new(
-            &self.transport,
-            &self.identity,
-            &[(waiting_repository.clone(), Access::Own)],
-        )
-        .await?;
+        let index_job = self
+            .job_for(&[(waiting_repository.clone(), Access::Own)])
+            .await?;
         let index = WaitingIndex {
             client: index_job.client(&waiting_repository)?,
             repository: &waiting_repository,

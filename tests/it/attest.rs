@@ -994,49 +994,35 @@ async fn two_instances_attest_at_once_and_no_attestation_is_lost() {
     let api = Api::new(&host);
     let ff = |image: &str| harness.repository("fast-feedback", image);
     let et = |image: &str| harness.repository("extended-test", image);
-    let one = seed(
-        harness.work.path(),
-        &ff("app-a"),
-        "1.0.0",
-        &["--attest"],
-        None,
-    )
-    .digest;
-    let two = seed(
-        harness.work.path(),
-        &ff("app-b"),
-        "1.0.0",
-        &["--attest"],
-        None,
-    )
-    .digest;
+    let attested = |image: &str| {
+        seed(
+            harness.work.path(),
+            &ff(image),
+            "1.0.0",
+            &["--attest"],
+            None,
+        )
+        .digest
+    };
+    let test_passed = |image: &str| {
+        http_binary(
+            "test-passed",
+            json!({"image": format!("{}:1.0.0", ff(image))}),
+        )
+    };
+    let one = attested("app-a");
+    let two = attested("app-b");
 
     // Two digests into one stage, one on each instance, at the same moment.
-    let first = http_binary(
-        "test-passed",
-        json!({"image": format!("{}:1.0.0", ff("app-a"))}),
-    );
-    let other = http_binary(
-        "test-passed",
-        json!({"image": format!("{}:1.0.0", ff("app-b"))}),
-    );
+    let first = test_passed("app-a");
+    let other = test_passed("app-b");
     let (a, b) = tokio::join!(harness.service.post(&first), second.post(&other));
     assert_eq!(a.1["decision"], "promoted", "{a:?}");
     assert_eq!(b.1["decision"], "promoted", "{b:?}");
     // One digest, delivered twice at once (Pub/Sub's at-least-once), to both instances: both
     // copy, both attest into the one `.att` tag.
-    let three = seed(
-        harness.work.path(),
-        &ff("app-c"),
-        "1.0.0",
-        &["--attest"],
-        None,
-    )
-    .digest;
-    let duplicate = http_binary(
-        "test-passed",
-        json!({"image": format!("{}:1.0.0", ff("app-c"))}),
-    );
+    let three = attested("app-c");
+    let duplicate = test_passed("app-c");
     let (a, b) = tokio::join!(harness.service.post(&duplicate), second.post(&duplicate));
     for answer in [&a, &b] {
         assert_eq!(answer.0, 200, "{answer:?}");

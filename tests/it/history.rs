@@ -449,10 +449,7 @@ async fn promoter_reconcile_and_pull_reconcile_every_promote_what_waits_on_time(
         );
     }
     // `promoter reconcile --image app`, from the command line, once its time has come.
-    let mut promoter = Promoter::new();
-    for (name, value) in harness.environment() {
-        promoter = promoter.env(name, value);
-    }
+    let promoter = harness.cli();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let output = promoter.run(&["reconcile", "--image", "app"]).await;

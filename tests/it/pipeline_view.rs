@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::support::harness::{Harness, decision};
-use crate::support::{Promoter, stderr};
+use crate::support::stderr;
 
 /// Four images in the states a page must tell apart:
 /// - `app`: 1.0.0 in prod; 1.1.0 in extended-test, waiting for its soak;
@@ -205,10 +205,7 @@ async fn the_pipeline_json_shows_every_image_its_stages_what_waits_and_its_promo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_the_whole_pipeline_and_every_version_of_one_image() {
     let harness = pipeline_in_several_states().await;
-    let mut promoter = Promoter::new();
-    for (name, value) in harness.environment() {
-        promoter = promoter.env(name, value);
-    }
+    let promoter = harness.cli();
     let overview = promoter.run(&["status"]).await;
     assert!(overview.status.success(), "{}", stderr(&overview));
     let text = String::from_utf8_lossy(&overview.stdout);

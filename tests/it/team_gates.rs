@@ -143,10 +143,7 @@ async fn two_declared_suites_and_a_clear_gate_prod_in_every_arrival_order() {
         "{body}"
     );
     // status names the declared signals it saw.
-    let mut promoter = Promoter::new();
-    for (name, value) in harness.environment() {
-        promoter = promoter.env(name, value);
-    }
+    let promoter = harness.cli();
     let output = promoter
         .run(&[
             "status",
@@ -271,10 +268,7 @@ async fn an_alert_that_fires_and_clears_during_the_soak_restarts_its_clock() {
     assert_eq!(decision(&clear), "pending", "{clear:?}");
     let restarted_until = time_of(&clear.1["not_before"]);
     // status shows the clock: running since the clear, met at the answer's not_before.
-    let mut promoter = Promoter::new();
-    for (name, value) in harness.environment() {
-        promoter = promoter.env(name, value);
-    }
+    let promoter = harness.cli();
     let output = promoter
         .run(&[
             "status",
@@ -498,12 +492,8 @@ async fn only_a_verified_approver_the_promotion_names_counts() {
         }
     };
     let status_of = |image: String| {
-        let environment: Vec<(String, String)> = harness.environment.clone();
+        let promoter = harness.cli();
         async move {
-            let mut promoter = Promoter::new();
-            for (name, value) in environment {
-                promoter = promoter.env(&name, value);
-            }
             let output = promoter.run(&["status", &image, "--output", "json"]).await;
             assert!(output.status.success(), "{}", stderr(&output));
             let report: Value = serde_json::from_slice(&output.stdout).expect("json");

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::pubsub::{Collector, PROMOTIONS_SUBSCRIPTION, PROMOTIONS_TOPIC, PubSubFake};
 use super::service::{PushRequest, ServiceProcess, http_binary};
-use super::{Auth, Registry, Seeded, seed, skopeo_raw};
+use super::{Auth, Promoter, Registry, Seeded, seed, skopeo_raw};
 
 /// A registry, the Pub/Sub fake and `promoter serve`, with versions of images promoted into
 /// extended-test by their tests.
@@ -234,6 +234,15 @@ impl Harness {
                 json!({"subject": e.attributes.get("ce-subject"), "id": e.attributes.get("ce-id"), "digest": e.data["digest"]})
             })
             .collect()
+    }
+
+    /// The command line, configured as the service is (registry, Pub/Sub, rules, state).
+    pub fn cli(&self) -> Promoter {
+        self.environment
+            .iter()
+            .fold(Promoter::new(), |promoter, (name, value)| {
+                promoter.env(name, value.clone())
+            })
     }
 
     pub fn environment(&self) -> Vec<(&str, String)> {
